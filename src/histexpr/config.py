@@ -1,0 +1,89 @@
+"""Validation of configuration dictionaries and sample sheets against JSON schemas.
+
+Schemas are YAML files (``workflow/schemas/``) in JSON-schema draft 7. Defaults
+declared in a schema are filled in, then the document is validated; the first
+error becomes one :class:`~histexpr.errors.ConfigError` that names the source
+file and the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _fill_defaults(node: Any, schema: dict) -> Any:
+    """Recursively insert ``default`` values of object properties."""
+    if not isinstance(schema, dict):
+        return node
+    if node is None and "default" in schema:
+        node = copy.deepcopy(schema["default"])
+    if isinstance(node, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in node and isinstance(sub, dict) and "default" in sub:
+                node[key] = copy.deepcopy(sub["default"])
+            if key in node:
+                node[key] = _fill_defaults(node[key], sub)
+    for branch in ("oneOf", "anyOf"):
+        for sub in schema.get(branch, []):
+            if isinstance(node, dict) and sub.get("type") == "object":
+                try:
+                    jsonschema.validate(node, sub)
+                except jsonschema.ValidationError:
+                    continue
+                node = _fill_defaults(node, sub)
+                break
+    return node
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return (f"unknown key {', '.join(repr(e) for e in extra)} in {where}; "
+                f"allowed keys: {', '.join(allowed)}")
+    return f"{where}: {error.message}"
+
+
+def validate(document: dict, schema: dict | str | Path, source: str) -> dict:
+    """Fill defaults and validate ``document``; return the completed copy.
+
+    Raises :class:`ConfigError` naming ``source`` and the first problem found.
+    """
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    if not isinstance(document, dict):
+        raise ConfigError(source, f"expected a mapping of settings, got {type(document).__name__}")
+    doc = _fill_defaults(copy.deepcopy(document), schema)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(source, _describe(best))
+    return doc
+
+
+def validate_records(records: list[dict], schema: dict | str | Path, source: str) -> list[dict]:
+    """Validate each row of a table (e.g. a sample sheet) against a row schema."""
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    out = []
+    for i, rec in enumerate(records):
+        clean = {k: v for k, v in rec.items() if v is not None and v == v and v != ""}
+        try:
+            out.append(validate(clean, schema, source))
+        except ConfigError as err:
+            raise ConfigError(source, f"row {i + 1} (sample {rec.get('sample', '?')!r}): {err.problem}") from None
+    return out
