@@ -1,0 +1,127 @@
+"""Slide images, read region by region through OpenSlide.
+
+Whole-slide formats (pyramidal TIFF, SVS, NDPI, MRXS, ...) are read by
+OpenSlide one region at a time, from the pyramid level closest to the wanted
+resolution, so a window never needs the whole slide in memory. Plain JPEG/PNG
+files go through OpenSlide's :class:`~openslide.ImageSlide` (Pillow), which has
+to decode the file once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+
+# Histology images are large by nature; these files are the user's own.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass
+class Slide:
+    """An opened slide image.
+
+    Attributes:
+        path: the file.
+        width, height: level-0 size in pixels.
+        mpp: micrometres per level-0 pixel from the file's metadata, if any.
+    """
+
+    path: str
+    _slide: object
+
+    @property
+    def width(self) -> int:
+        return int(self._slide.dimensions[0])
+
+    @property
+    def height(self) -> int:
+        return int(self._slide.dimensions[1])
+
+    @property
+    def mpp(self) -> float | None:
+        props = getattr(self._slide, "properties", {})
+        try:
+            value = float(props.get("openslide.mpp-x"))
+        except (TypeError, ValueError):
+            return None
+        return value if value > 0 else None
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(self._slide.level_downsamples)
+
+    def read(self, x: int, y: int, w: int, h: int, downsample: float = 1.0) -> np.ndarray:
+        """Read the level-0 box ``(x, y, w, h)``, at roughly ``downsample``.
+
+        Returns an ``(H', W', 3)`` uint8 RGB array read from the pyramid level
+        closest to (not coarser than) ``downsample``; transparent pixels (off
+        the image) are composited on white.
+        """
+        level = 0
+        if downsample > 1 and len(self.level_downsamples) > 1:
+            level = int(self._slide.get_best_level_for_downsample(downsample))
+        ds = self.level_downsamples[level]
+        size = (max(1, int(round(w / ds))), max(1, int(round(h / ds))))
+        try:
+            region = self._slide.read_region((int(x), int(y)), level, size)
+        except Exception as err:  # openslide and PIL raise various errors on corrupt data
+            raise InputError(self.path, f"cannot decode image data ({err})") from None
+        rgba = np.asarray(region, dtype=np.uint8)
+        alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+        rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return rgb.round().astype(np.uint8)
+
+    def thumbnail(self, max_px: int) -> tuple[np.ndarray, float]:
+        """A downscaled RGB copy whose longer side is at most ``max_px``.
+
+        Returns the array and its scale factor (thumbnail px per level-0 px).
+        """
+        scale = min(1.0, max_px / max(self.width, self.height))
+        try:
+            thumb = self._slide.get_thumbnail((max(1, int(self.width * scale)), max(1, int(self.height * scale))))
+        except Exception as err:
+            raise InputError(self.path, f"cannot decode image data ({err})") from None
+        arr = np.asarray(thumb.convert("RGB"), dtype=np.uint8)
+        return arr, arr.shape[1] / self.width
+
+    def close(self) -> None:
+        self._slide.close()
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_image(path: str | os.PathLike, check_decode: bool = False) -> Slide:
+    """Open ``path`` with OpenSlide (falling back to Pillow for JPEG/PNG).
+
+    With ``check_decode`` a pixel is read at once, so a truncated or corrupt
+    file fails here with an :class:`InputError` rather than mid-way through
+    tiling.
+    """
+    import openslide
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(path, "image file not found")
+    try:
+        slide = openslide.open_slide(path)
+    except Exception as err:
+        raise InputError(path, f"not a readable image ({type(err).__name__}: {err})") from None
+    out = Slide(path, slide)
+    if check_decode:
+        out.read(0, 0, 1, 1)
+        if isinstance(slide, openslide.ImageSlide):
+            # Pillow decodes lazily and tolerates some truncation at crop time; force a full load.
+            try:
+                slide._image.load()
+            except Exception as err:
+                raise InputError(path, f"cannot decode image data ({err})") from None
+    return out

@@ -1,0 +1,140 @@
+"""Sample sheets: one row per tissue section.
+
+Columns: ``sample`` (unique id), ``patient``, ``image``, ``counts``, ``spots``,
+and optionally ``format`` (``st`` default, or ``visium``), ``um_per_px``
+(micrometres per image pixel; else read from the image or estimated from the
+spot grid) and ``pixel_scale`` (multiplies the spot file's pixel coordinates to
+reach the image's pixels, default 1). Relative paths are relative to the
+sheet's own folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+import anndata as ad
+import pandas as pd
+
+from ..config import validate_records
+from ..errors import InputError
+from .image import open_image
+from .st import read_st_sample
+from .visium import read_visium_sample, visium_paths
+
+log = logging.getLogger(__name__)
+
+SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "um_per_px", "pixel_scale"]
+
+# The HER2ST repository ships a downscaled copy of some sections in app/www/imgs;
+# its spot files stay in full-resolution pixels. Widths of the originals:
+HER2ST_APP_IMAGE_FULL_WIDTH = {"A1": 6954}
+
+
+def _resolve(base: str, p) -> str | None:
+    if p is None or (isinstance(p, float) and p != p) or p == "":
+        return None
+    p = os.path.expanduser(str(p))
+    return os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+
+
+def load_sample_sheet(path: str | os.PathLike, schema=None, check_files: bool = True) -> pd.DataFrame:
+    """Read, validate and complete a sample sheet (TSV or CSV).
+
+    Raises :class:`InputError` naming the sheet for unknown columns, duplicate
+    samples, bad values and missing files.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(path, "sample sheet not found")
+    sep = "," if path.endswith(".csv") else "\t"
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, comment="#").fillna("")
+    except Exception as err:
+        raise InputError(path, f"cannot parse sample sheet ({err})") from None
+    unknown = [c for c in df.columns if c not in SHEET_COLUMNS]
+    if unknown:
+        raise InputError(path, f"unknown column(s) {', '.join(unknown)}; allowed: {', '.join(SHEET_COLUMNS)}")
+    if df.empty:
+        raise InputError(path, "sample sheet has no rows")
+    for col in ("um_per_px", "pixel_scale"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col].replace("", None), errors="coerce").astype(object)
+            df.loc[df[col].isna(), col] = None
+    records = df.to_dict("records")
+    if schema is not None:
+        records = validate_records(records, schema, path)
+    out = pd.DataFrame.from_records(records)
+    for col, default in (("format", "st"), ("um_per_px", None), ("pixel_scale", 1.0), ("image", None)):
+        if col not in out.columns:
+            out[col] = default
+        out[col] = out[col].where(out[col].notna(), default) if default is not None else out[col]
+    dup = out["sample"][out["sample"].duplicated()]
+    if len(dup):
+        raise InputError(path, f"duplicate sample id(s): {', '.join(dup.unique())}")
+    base = os.path.dirname(path)
+    for col in ("image", "counts", "spots"):
+        out[col] = [_resolve(base, v) for v in out[col]]
+    for _, row in out.iterrows():
+        for col in ("counts", "spots"):
+            if row[col] is None:
+                raise InputError(path, f"sample {row['sample']!r}: column {col!r} is empty")
+        if row["image"] is None and row["format"] != "visium":
+            raise InputError(path, f"sample {row['sample']!r}: column 'image' is empty")
+        if check_files:
+            for col in ("image", "counts", "spots"):
+                if row[col] is not None and not os.path.exists(row[col]):
+                    raise InputError(path, f"sample {row['sample']!r}: {col} file {row[col]} not found")
+    return out[SHEET_COLUMNS]
+
+
+def build_her2st_sheet(root: str | os.PathLike) -> pd.DataFrame:
+    """Build a sample sheet from a clone of almaan/her2st (sections with an image)."""
+    root = os.fspath(root)
+    cnt_dir = os.path.join(root, "data", "ST-cnts")
+    if not os.path.isdir(cnt_dir):
+        raise InputError(root, "not a HER2ST data root: data/ST-cnts/ is missing")
+    rows = []
+    for counts in sorted(glob.glob(os.path.join(cnt_dir, "*.tsv*"))):
+        section = os.path.basename(counts).split(".")[0]
+        spots = os.path.join(root, "data", "ST-spotfiles", f"{section}_selection.tsv")
+        if not os.path.exists(spots):
+            log.warning("HER2ST %s: no spot file %s; skipped", section, spots)
+            continue
+        images = sorted(glob.glob(os.path.join(root, "data", "ST-imgs", section[0], section, "*.jpg")))
+        scale = 1.0
+        if not images and section in HER2ST_APP_IMAGE_FULL_WIDTH:
+            images = sorted(glob.glob(os.path.join(root, "app", "www", "imgs", f"{section}_HE_image*.png")))
+            if images:
+                with open_image(images[0]) as slide:
+                    scale = slide.width / HER2ST_APP_IMAGE_FULL_WIDTH[section]
+        if not images:
+            log.info("HER2ST %s: no H&E image present; skipped", section)
+            continue
+        rows.append({"sample": section, "patient": section[0], "image": images[0], "counts": counts,
+                     "spots": spots, "format": "st", "um_per_px": None, "pixel_scale": scale})
+    if not rows:
+        raise InputError(root, "no HER2ST section has counts, a spot file and an H&E image")
+    return pd.DataFrame(rows, columns=SHEET_COLUMNS)
+
+
+def read_sample(row) -> tuple[ad.AnnData, str]:
+    """Read one sheet row's expression and spot positions; return (AnnData, image path).
+
+    ``obsm["spatial"]`` is in the returned image's level-0 pixels.
+    """
+    fmt = row["format"]
+    if fmt == "st":
+        adata = read_st_sample(row["counts"], row["spots"], float(row["pixel_scale"] or 1.0))
+        image = row["image"]
+    elif fmt == "visium":
+        full = row["image"] is not None
+        adata = read_visium_sample(row["counts"], row["spots"], full_resolution_image=full)
+        image = row["image"] if full else visium_paths(row["spots"])["hires_image"]
+        if float(row["pixel_scale"] or 1.0) != 1.0:
+            adata.obsm["spatial"] = adata.obsm["spatial"] * float(row["pixel_scale"])
+            adata.uns["um_per_px"] /= float(row["pixel_scale"])
+    else:
+        raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st or visium)")
+    return adata, image
