@@ -1,0 +1,1 @@
+"""Tiling, expression targets, folds and window storage."""

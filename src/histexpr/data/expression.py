@@ -1,0 +1,141 @@
+"""Expression targets per fold: gene selection and per-gene min-max, fitted on training spots.
+
+For every fold: genes measured in every sample; optionally counts per
+``target_sum`` per spot (library-size normalisation); ``log1p``; the top-N
+genes by mean raw count over the fold's ``train`` spots (or a gene list);
+then each gene min-max scaled with the minimum and maximum of its ``train``
+spots. Validation and test spots are transformed with those training
+statistics and are not clipped, so nothing about them leaks into the targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def read_gene_list(path: str | os.PathLike) -> list[str]:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(path, "gene list not found")
+    with open(path) as fh:
+        genes = [g.strip() for g in fh if g.strip() and not g.startswith("#")]
+    if not genes:
+        raise InputError(path, "gene list is empty")
+    return list(dict.fromkeys(genes))
+
+
+def common_genes(adatas: dict[str, ad.AnnData], sources: dict[str, str] | None = None) -> list[str]:
+    """Genes present in every sample, in the first sample's order."""
+    names = list(adatas)
+    common = set(adatas[names[0]].var_names)
+    for name in names[1:]:
+        common &= set(adatas[name].var_names)
+    if not common:
+        where = sources or {n: n for n in names}
+        raise InputError(where[names[0]], "no gene is measured in every sample (empty gene overlap across "
+                                          + ", ".join(where[n] for n in names) + ")")
+    return [g for g in adatas[names[0]].var_names if g in common]
+
+
+def transform_counts(counts: np.ndarray, library_size: np.ndarray | None, target_sum: float | None,
+                     log1p: bool) -> np.ndarray:
+    """``log1p(counts / library_size * target_sum)`` with each step optional."""
+    x = counts.astype(np.float64)
+    if target_sum:
+        lib = np.maximum(library_size.astype(np.float64), 1.0)
+        x = x / lib[:, None] * float(target_sum)
+    if log1p:
+        x = np.log1p(x)
+    return x
+
+
+def select_genes(train_counts: np.ndarray, genes: list[str], top_n: int | None,
+                 gene_list: list[str] | None, gene_list_path: str | None = None) -> list[str]:
+    """The target genes: a list (those measured), else the top-N by mean training count."""
+    if gene_list is not None:
+        present = set(genes)
+        chosen = [g for g in gene_list if g in present]
+        missing = len(gene_list) - len(chosen)
+        if not chosen:
+            raise InputError(gene_list_path, f"none of the {len(gene_list)} listed genes is measured in every "
+                                             f"sample (empty gene overlap)")
+        if missing:
+            log.warning("%s: %d of %d listed genes are not measured in every sample and are skipped",
+                        gene_list_path, missing, len(gene_list))
+        return chosen
+    means = np.asarray(train_counts.mean(axis=0)).ravel()
+    n = min(int(top_n), len(genes))
+    order = np.argsort(-means, kind="stable")[:n]
+    return [genes[i] for i in sorted(order)]
+
+
+def build_fold_expression(adatas: dict[str, ad.AnnData], folds: pd.DataFrame, cfg: dict,
+                          sources: dict[str, str] | None = None) -> ad.AnnData:
+    """The fold's normalised targets for every spot.
+
+    Args:
+        adatas: per-sample raw counts (``obs_names`` as in ``folds.obs_name``),
+            in study order.
+        folds: this fold's rows of the fold table.
+        cfg: ``top_n``, ``gene_list``, ``target_sum``, ``log1p``.
+
+    Returns:
+        AnnData with ``X`` the normalised targets (float32), ``layers["counts"]``
+        the raw counts of the chosen genes, ``obs`` the fold table columns plus
+        the samples' columns, ``obsm["spatial"]``, and ``var`` with ``min``,
+        ``max`` (training statistics) and ``mean_train_count``.
+    """
+    genes = common_genes(adatas, sources)
+    parts = []
+    for name, a in adatas.items():
+        sub = a[:, genes]
+        X = sub.X.toarray() if sp.issparse(sub.X) else np.asarray(sub.X)
+        lib = np.asarray(a.X.sum(axis=1)).ravel()
+        parts.append((sub.obs_names.to_numpy(), X, lib, np.asarray(sub.obsm["spatial"])))
+    obs_names = np.concatenate([p[0] for p in parts])
+    counts = np.concatenate([p[1] for p in parts]).astype(np.float32)
+    libsize = np.concatenate([p[2] for p in parts])
+    spatial = np.concatenate([p[3] for p in parts])
+    table = folds.set_index("obs_name")
+    missing = pd.Index(obs_names).difference(table.index)
+    if len(missing):
+        raise ValueError(f"{len(missing)} spot(s) are not in the fold table, e.g. {list(missing[:3])}")
+    table = table.loc[obs_names]
+    train = (table["split"] == "train").to_numpy()
+    if not train.any():
+        raise ValueError("the fold has no training spots")
+    gene_list = read_gene_list(cfg["gene_list"]) if cfg.get("gene_list") else None
+    chosen = select_genes(counts[train], genes, cfg.get("top_n"), gene_list, cfg.get("gene_list"))
+    idx = [genes.index(g) for g in chosen]
+    raw = counts[:, idx]
+    values = transform_counts(raw, libsize, cfg.get("target_sum"), cfg.get("log1p", True))
+    lo = values[train].min(axis=0)
+    hi = values[train].max(axis=0)
+    span = hi - lo
+    const = span <= 0
+    if const.any():
+        log.warning("%d gene(s) are constant over the training spots; their targets are shifted, not scaled: %s",
+                    int(const.sum()), ", ".join(np.asarray(chosen)[const][:10]))
+    scaled = (values - lo) / np.where(const, 1.0, span)
+    obs = table.reset_index()[["obs_name", "fold", "split", "patient", "sample", "spot"]].set_index("obs_name")
+    obs.index.name = None
+    out = ad.AnnData(X=scaled.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(chosen, name=None)))
+    out.layers["counts"] = raw
+    out.obs["library_size"] = libsize.astype(np.float64)
+    out.obsm["spatial"] = spatial
+    out.var["min"] = lo
+    out.var["max"] = hi
+    out.var["mean_train_count"] = raw[train].mean(axis=0)
+    out.uns["normalisation"] = {"log1p": bool(cfg.get("log1p", True)), "target_sum": cfg.get("target_sum") or 0,
+                                "minmax_fitted_on": "train", "n_train_spots": int(train.sum())}
+    return out

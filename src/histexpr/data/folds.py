@@ -1,0 +1,114 @@
+"""Cross-validation folds at patient (or section) level, with a validation split.
+
+Every fold holds out a group of test units (patients by default, or sections);
+its training units are split again into ``train`` and ``val`` for model
+selection and early stopping. The validation part is carved at the coarsest
+level available: whole patients (or sections) when there are at least two
+training units, else whole sections of the one training patient, else a
+spatially contiguous band of the one training section.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FOLD_COLUMNS = ["fold", "split", "patient", "sample", "spot", "obs_name"]
+
+
+def fold_units(samples: pd.DataFrame, level: str) -> pd.Series:
+    """Map each sample to the unit that folds hold out together."""
+    if level == "patient":
+        return samples.set_index("sample")["patient"].astype(str)
+    if level == "sample":
+        return pd.Series(samples["sample"].astype(str).to_numpy(), index=samples["sample"])
+    raise ConfigError(None, f"folds.level must be 'patient' or 'sample', not {level!r}")
+
+
+def assign_test_units(units: list[str], k, seed: int) -> list[list[str]]:
+    """Group units into test sets: one per unit (``k='loo'``) or ``k`` shuffled groups."""
+    units = sorted(set(units))
+    if k == "loo":
+        return [[u] for u in units]
+    k = int(k)
+    if k < 2 or k > len(units):
+        raise ConfigError(None, f"folds.k = {k} needs between 2 and {len(units)} folds for {len(units)} units")
+    order = np.random.default_rng(seed).permutation(len(units))
+    return [sorted(units[i] for i in part) for part in np.array_split(order, k)]
+
+
+def n_folds(samples: pd.DataFrame, folds_cfg: dict) -> int:
+    units = fold_units(samples, folds_cfg["level"]).unique().tolist()
+    if len(units) < 2:
+        raise ConfigError(None, f"cross-validation at {folds_cfg['level']} level needs at least two "
+                                f"{folds_cfg['level']}s; the study has {len(units)}")
+    return len(assign_test_units(units, folds_cfg["k"], folds_cfg["seed"]))
+
+
+def _carve_validation(spots: pd.DataFrame, train_units: list[str], unit_of: pd.Series,
+                      fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """Boolean mask over ``spots`` (the training part) marking validation spots."""
+    if fraction <= 0:
+        return np.zeros(len(spots), bool), "none"
+    unit = spots["sample"].map(unit_of).to_numpy()
+    if len(train_units) >= 2:
+        n_val = min(len(train_units) - 1, max(1, int(round(fraction * len(train_units)))))
+        val_units = rng.choice(sorted(train_units), size=n_val, replace=False)
+        return np.isin(unit, val_units), "units " + ",".join(sorted(map(str, val_units)))
+    samples = sorted(spots["sample"].unique())
+    if len(samples) >= 2:
+        n_val = min(len(samples) - 1, max(1, int(round(fraction * len(samples)))))
+        val_samples = rng.choice(samples, size=n_val, replace=False)
+        return spots["sample"].isin(val_samples).to_numpy(), "sections " + ",".join(sorted(val_samples))
+    y = spots["array_y"].to_numpy()
+    cut = np.quantile(y, 1.0 - fraction)
+    mask = y >= cut
+    if mask.all() or not mask.any():
+        mask = np.zeros(len(y), bool)
+        mask[np.argsort(y)[-max(1, int(round(fraction * len(y)))):]] = True
+    return mask, f"spatial band of section {samples[0]} (array_y >= {cut:g})"
+
+
+def make_folds(samples: pd.DataFrame, spots: pd.DataFrame, folds_cfg: dict) -> pd.DataFrame:
+    """Build the spot-level fold table.
+
+    Args:
+        samples: the sample sheet (``sample``, ``patient``).
+        spots: one row per tiled spot: ``sample``, ``patient``, ``spot``,
+            ``obs_name``, ``array_y``.
+        folds_cfg: ``level``, ``k``, ``val_fraction``, ``seed``.
+
+    Returns:
+        One row per (fold, spot): ``fold`` (1-based), ``split``
+        (``train``/``val``/``test``), ``patient``, ``sample``, ``spot``,
+        ``obs_name``.
+    """
+    unit_of = fold_units(samples, folds_cfg["level"])
+    units = unit_of.unique().tolist()
+    n = n_folds(samples, folds_cfg)
+    groups = assign_test_units(units, folds_cfg["k"], folds_cfg["seed"])
+    assert len(groups) == n
+    tables = []
+    for f, test_units in enumerate(groups, start=1):
+        unit = spots["sample"].map(unit_of)
+        is_test = unit.isin(test_units).to_numpy()
+        train_units = sorted(set(units) - set(test_units))
+        rng = np.random.default_rng(folds_cfg["seed"] * 1000 + f)
+        train_part = spots[~is_test]
+        val_mask, how = _carve_validation(train_part, train_units, unit_of, folds_cfg["val_fraction"], rng)
+        split = np.full(len(spots), "test", dtype=object)
+        split_train = np.where(val_mask, "val", "train")
+        split[~is_test] = split_train
+        log.info("fold %d: test %s %s; validation from %s; spots train/val/test = %d/%d/%d", f,
+                 folds_cfg["level"], ",".join(test_units), how, (split == "train").sum(),
+                 (split == "val").sum(), (split == "test").sum())
+        tables.append(pd.DataFrame({"fold": f, "split": split, "patient": spots["patient"].to_numpy(),
+                                    "sample": spots["sample"].to_numpy(), "spot": spots["spot"].to_numpy(),
+                                    "obs_name": spots["obs_name"].to_numpy()}))
+    return pd.concat(tables, ignore_index=True)[FOLD_COLUMNS]
