@@ -1,0 +1,1 @@
+"""Training: the shared loop for neural models and the extractor."""

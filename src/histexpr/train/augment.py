@@ -1,0 +1,38 @@
+"""Batch-level image handling on the model's device: uint8 → normalised float, with augmentation.
+
+Windows travel as uint8 ``(B, S, S, 3)`` and are converted on the device, so
+the same code serves a CPU loader now and a GPU-resident store later.
+Augmentation draws, per window, one of the 8 symmetries of the square
+(rotations by 90° and flips), which leave histology's meaning unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_float(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``(B, S, S, 3)`` uint8 → ``(B, 3, S, S)`` float in [0, 1] on ``device``."""
+    x = torch.as_tensor(images).to(device, non_blocking=True)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Apply a random one of the 8 square symmetries to each image of ``(B, C, H, W)``."""
+    codes = torch.randint(0, 8, (x.shape[0],), generator=generator)
+    out = torch.empty_like(x)
+    for c in codes.unique().tolist():
+        m = (codes == c).to(x.device)
+        y = torch.rot90(x[m], k=c % 4, dims=(2, 3))
+        out[m] = torch.flip(y, dims=(3,)) if c >= 4 else y
+    return out
+
+
+def normalise(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
