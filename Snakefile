@@ -1,0 +1,31 @@
+# histexpr: predict spatial gene expression from H&E histology.
+#
+#   snakemake --cores N                                  # the embedded demo (config/config.yaml)
+#   snakemake --cores N --configfile config/her2st.yaml  # HER2ST
+#   snakemake --cores N --configfile config/her2st.yaml results/her2st/vit/fold_1/metrics.tsv
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The demo config is the default; a --configfile replaces it rather than
+# merging into it, so no demo setting leaks into another study.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/folds.smk"
+include: "workflow/rules/extractor.smk"
+include: "workflow/rules/exemplars.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        final_targets,
+    default_target: True

@@ -1,0 +1,26 @@
+"""Embed every window of the study with the fold's extractor (its global view)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+
+from histexpr.utils import setup_logging  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+
+import torch  # noqa: E402
+
+from histexpr.data.windows import WindowStore  # noqa: E402
+from histexpr.models.autoencoder import ConvAutoencoder  # noqa: E402
+from histexpr.train.extractor import embed  # noqa: E402
+from histexpr.utils import resolve_device, set_threads, write_npy  # noqa: E402
+
+set_threads(snakemake.threads)
+ckpt = torch.load(snakemake.input.model, map_location="cpu", weights_only=False)
+p = ckpt["params"]
+model = ConvAutoencoder(p["input_px"], p["dim"], p["width"])
+model.load_state_dict(ckpt["state_dict"])
+windows = WindowStore(snakemake.input.tiles)
+emb = embed(model, windows, resolve_device(snakemake.params.device))
+log.info("embedded %d windows into %d dimensions", *emb.shape)
+write_npy(emb, snakemake.output[0])

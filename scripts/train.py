@@ -1,0 +1,63 @@
+"""Train one model on one fold, select it on validation, predict the test windows."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+
+from histexpr.utils import setup_logging  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+
+import pickle  # noqa: E402
+
+import anndata as ad  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from histexpr.data.fold import FoldData  # noqa: E402
+from histexpr.models import get_model  # noqa: E402
+from histexpr.train.loop import TrainConfig, fit, predict  # noqa: E402
+from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_h5ad, write_table  # noqa: E402
+
+name, fold = snakemake.wildcards.model, int(snakemake.wildcards.fold)
+spec = get_model(name)
+cfg = TrainConfig.from_dict(snakemake.params.train)
+set_threads(snakemake.threads)
+seed_everything(cfg.seed)
+inp = snakemake.input
+tiles = {Path(p).stem: p for p in inp.tiles} if "tiles" in inp.keys() else None
+data = FoldData(inp.expression, window_paths=tiles, embeddings=inp.get("embeddings"), exemplars=inp.get("exemplars"))
+test_rows = data.index("test")
+log.info("%s, fold %d: %d genes; train/val/test windows %d/%d/%d", name, fold, data.n_genes,
+         len(data.index("train")), len(data.index("val")), len(test_rows))
+
+if spec.kind == "neural":
+    device = resolve_device(cfg.device)
+    model = spec.factory(data.n_genes, snakemake.params.model_params, img_size=snakemake.params.window_px)
+    log.info("%s: %.2fM parameters, training on %s", name, sum(p.numel() for p in model.parameters()) / 1e6, device)
+    model, history = fit(model, data, cfg, device)
+    pred = predict(model, data, test_rows, cfg, device)
+    with atomic_path(snakemake.output.model, suffix=".pt") as tmp:
+        torch.save({"model": name, "params": snakemake.params.model_params, "genes": data.genes,
+                    "state_dict": model.state_dict()}, tmp)
+else:
+    model = spec.factory(snakemake.params.model_params).fit(data)
+    pred = model.predict(data, test_rows)
+    history = pd.DataFrame([{"epoch": 0, "note": f"{name} is fitted without gradient training"}])
+    with atomic_path(snakemake.output.model, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        pickle.dump({"model": name, "params": snakemake.params.model_params, "genes": data.genes,
+                     "state": {k: v for k, v in vars(model).items() if k != "targets"}}, fh)
+
+test = data.adata[test_rows]
+out = ad.AnnData(X=pred.astype(np.float32), obs=test.obs.copy(), var=test.var.copy())
+out.layers["truth"] = np.asarray(test.X, dtype=np.float32)
+out.obsm["spatial"] = np.asarray(test.obsm["spatial"])
+out.uns["model"], out.uns["fold"] = name, fold
+out.uns["spatial"] = {}
+for path in inp.samples:
+    sample = Path(path).stem
+    if sample in set(test.obs["sample"].astype(str)):
+        out.uns["spatial"].update(ad.read_h5ad(path).uns.get("spatial", {}))
+write_table(history, snakemake.output.history)
+write_h5ad(out, snakemake.output.predictions)

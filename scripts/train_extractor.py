@@ -1,0 +1,33 @@
+"""Train the unsupervised extractor on the fold's training windows."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+
+from histexpr.utils import setup_logging  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+
+import anndata as ad  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from histexpr.data.windows import WindowStore  # noqa: E402
+from histexpr.train.extractor import DEFAULTS, train_autoencoder  # noqa: E402
+from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_table  # noqa: E402
+
+set_threads(snakemake.threads)
+seed_everything(snakemake.params.seed)
+obs = ad.read_h5ad(snakemake.input.expression, backed="r").obs
+windows = WindowStore(snakemake.input.tiles)
+assert len(windows) == len(obs), "tiles and fold expression disagree"
+split = obs["split"].to_numpy()
+params = {**DEFAULTS, **{k: v for k, v in snakemake.params.extractor.items() if k != "kind"}}
+device = resolve_device(snakemake.params.device)
+train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+log.info("extractor %s on %s: %d training, %d validation windows (test windows unseen)", params, device,
+         len(train_rows), len(val_rows))
+model, history = train_autoencoder(windows, train_rows, val_rows, params, device, seed=snakemake.params.seed)
+with atomic_path(snakemake.output.model, suffix=".pt") as tmp:
+    torch.save({"kind": "autoencoder", "params": params, "state_dict": model.state_dict()}, tmp)
+write_table(history, snakemake.output.history)

@@ -1,0 +1,70 @@
+# Raw data in, one tiled sample out: demo generation, HER2ST download, the
+# validated sample sheet, and tiling each section into windows + counts.
+
+
+rule make_demo:
+    output:
+        sheet="resources/demo/samples.tsv",
+        groups="resources/demo/gene_groups.tsv",
+        readme="resources/demo/SYNTHETIC_DATA.txt",
+    params:
+        demo=config.get("demo", {}),
+    log:
+        "resources/demo/logs/make_demo.log",
+    benchmark:
+        "resources/demo/benchmarks/make_demo.tsv"
+    conda:
+        ENV
+    script:
+        "../../scripts/make_demo.py"
+
+
+rule fetch_her2st:
+    output:
+        directory("resources/her2st"),
+    params:
+        repository=config["samples"].get("repository", "") if isinstance(config["samples"], dict) else "",
+    log:
+        "resources/logs/fetch_her2st.log",
+    benchmark:
+        "resources/benchmarks/fetch_her2st.tsv"
+    conda:
+        ENV
+    script:
+        "../../scripts/fetch_her2st.py"
+
+
+checkpoint sample_sheet:
+    input:
+        sheet_source(),
+    output:
+        f"{R}/samples.tsv",
+    params:
+        layout=sheet_layout(),
+        schema=os.path.join(SCHEMAS, "samples.schema.yaml"),
+    log:
+        f"{R}/logs/sample_sheet.log",
+    benchmark:
+        f"{R}/benchmarks/sample_sheet.tsv"
+    conda:
+        ENV
+    script:
+        "../../scripts/sample_sheet.py"
+
+
+rule tile:
+    input:
+        unpack(tile_inputs),
+    output:
+        windows=f"{R}/tiles/{{sample}}.npy",
+        adata=f"{R}/samples/{{sample}}.h5ad",
+    params:
+        tiling=config["tiling"],
+    log:
+        f"{R}/logs/tile/{{sample}}.log",
+    benchmark:
+        f"{R}/benchmarks/tile/{{sample}}.tsv"
+    conda:
+        ENV
+    script:
+        "../../scripts/tile.py"
