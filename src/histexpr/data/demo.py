@@ -193,8 +193,8 @@ def generate_demo_study(out_dir: str | os.PathLike, cfg: DemoConfig | dict | Non
             ids = [f"{x}x{y}" for x, y in zip(gx, gy)]
             cnt = pd.DataFrame(counts, index=ids, columns=genes)
             cnt_path = os.path.join(out_dir, "counts", f"{name}.tsv.gz")
-            with atomic_path(cnt_path, suffix=".gz") as tmp:
-                with gzip.GzipFile(tmp, "wb", mtime=0) as gz:
+            with atomic_path(cnt_path, suffix=".gz") as tmp, open(tmp, "wb") as raw:
+                with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:  # byte-identical reruns
                     gz.write(cnt.to_csv(sep="\t").encode())
             spots = pd.DataFrame({"x": gx, "y": gy, "new_x": xy[:, 0] / pitch_px, "new_y": xy[:, 1] / pitch_px,
                                   "pixel_x": xy[:, 0].round(2), "pixel_y": xy[:, 1].round(2), "selected": 1})
