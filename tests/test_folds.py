@@ -1,0 +1,72 @@
+"""Folds never put a patient in both training and test; validation comes from training patients."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from histexpr.data.folds import make_folds, n_folds
+from histexpr.errors import ConfigError
+
+
+def study(patients=("A", "B", "C", "D", "E"), sections=2, spots=20):
+    rows, sheet = [], []
+    for p in patients:
+        for s in range(sections):
+            name = f"{p}{s + 1}"
+            sheet.append({"sample": name, "patient": p})
+            for i in range(spots):
+                rows.append({"sample": name, "patient": p, "spot": f"{i}x1", "obs_name": f"{name}_{i}x1",
+                             "array_y": i})
+    return pd.DataFrame(sheet), pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("k", ["loo", 2, 3])
+def test_patient_folds_are_disjoint_and_cover_everyone(k):
+    sheet, spots = study()
+    cfg = {"level": "patient", "k": k, "val_fraction": 0.25, "seed": 0}
+    table = make_folds(sheet, spots, cfg)
+    assert table["fold"].nunique() == n_folds(sheet, cfg) == (5 if k == "loo" else k)
+    tested = set()
+    for f, t in table.groupby("fold"):
+        assert len(t) == len(spots)
+        test_p = set(t.loc[t.split == "test", "patient"])
+        assert not test_p & set(t.loc[t.split != "test", "patient"])
+        assert not set(t.loc[t.split == "val", "patient"]) & set(t.loc[t.split == "train", "patient"])
+        assert (t.split == "val").any() and (t.split == "train").any()
+        tested |= test_p
+    assert tested == set("ABCDE")
+
+
+def test_folds_are_seeded():
+    sheet, spots = study()
+    cfg = {"level": "patient", "k": 2, "val_fraction": 0.3, "seed": 5}
+    pd.testing.assert_frame_equal(make_folds(sheet, spots, cfg), make_folds(sheet, spots, cfg))
+
+
+def test_section_level_folds_hold_out_sections():
+    sheet, spots = study(patients=("A", "B"), sections=3)
+    table = make_folds(sheet, spots, {"level": "sample", "k": "loo", "val_fraction": 0.2, "seed": 0})
+    assert table["fold"].nunique() == 6
+    for f, t in table.groupby("fold"):
+        assert t.loc[t.split == "test", "sample"].nunique() == 1
+
+
+def test_single_training_patient_uses_a_section_then_a_spatial_band():
+    sheet, spots = study(patients=("A", "B"), sections=1)  # her2st-like: one section per training patient
+    table = make_folds(sheet, spots, {"level": "patient", "k": "loo", "val_fraction": 0.25, "seed": 0})
+    f1 = table[table.fold == 1]
+    val = f1[f1.split == "val"]
+    assert set(val["patient"]) == {"B"} and len(val) == 5
+    assert val["spot"].str.split("x").str[0].astype(int).min() >= 15  # a contiguous band of rows
+    sheet, spots = study(patients=("A", "B"), sections=3)
+    f1 = make_folds(sheet, spots, {"level": "patient", "k": "loo", "val_fraction": 0.34, "seed": 0})
+    f1 = f1[f1.fold == 1]
+    assert f1.loc[f1.split == "val", "sample"].nunique() == 1 and set(f1.loc[f1.split == "val", "patient"]) == {"B"}
+
+
+def test_one_patient_cannot_be_cross_validated():
+    sheet, spots = study(patients=("A",), sections=3)
+    with pytest.raises(ConfigError, match="needs at least two patients"):
+        make_folds(sheet, spots, {"level": "patient", "k": "loo", "val_fraction": 0.2, "seed": 0})
+    with pytest.raises(ConfigError, match="folds.k = 6"):
+        n_folds(*study()[:1], {"level": "patient", "k": 6, "val_fraction": 0.2, "seed": 0})

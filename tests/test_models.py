@@ -1,0 +1,113 @@
+"""Models: shapes, gradients, the knn floor, and loss going down on real HER2ST windows."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from histexpr.data.expression import common_genes
+from histexpr.data.fold import FoldData
+from histexpr.data.tiling import estimate_um_per_px, tile_spots
+from histexpr.io import build_her2st_sheet, open_image, read_st_sample
+from histexpr.models import available_models, get_model
+from histexpr.models.autoencoder import ConvAutoencoder
+from histexpr.models.catalog import MODEL_NEEDS
+from histexpr.train.extractor import reconstruction_l1, train_autoencoder
+from histexpr.train.loop import TrainConfig, fit, make_batch, predict
+
+
+def test_registry_matches_the_workflow_catalog():
+    assert set(available_models()) == set(MODEL_NEEDS)
+    for name, needs in MODEL_NEEDS.items():
+        assert get_model(name).needs == needs
+
+
+def test_vit_forward_backward_shapes():
+    model = get_model("vit").factory(7, {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}, img_size=32)
+    x = torch.randn(4, 3, 32, 32, requires_grad=True)
+    y = model({"image": x})
+    assert y.shape == (4, 7)
+    y.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_autoencoder_shapes():
+    ae = ConvAutoencoder(input_px=32, dim=10, width=8)
+    x = torch.rand(3, 3, 32, 32)
+    assert ae.encode(x).shape == (3, 10) and ae(x).shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match="power of two"):
+        ConvAutoencoder(input_px=48)
+
+
+def test_knn_is_the_mean_of_valid_exemplars():
+    targets = np.arange(12, dtype=np.float32).reshape(6, 2)
+
+    class Data:
+        pass
+
+    data = Data()
+    data.targets = targets
+    data.index = lambda split: np.array([0, 1, 2])
+    data.exemplar_index = np.array([[0, 1], [2, -1], [-1, -1], [0, 2], [1, 2], [0, 0]])
+    knn = get_model("knn").factory({}).fit(data)
+    pred = knn.predict(data, np.array([0, 1, 2, 3]))
+    np.testing.assert_allclose(pred, [[1, 2], [4, 5], [2, 3], [2, 3]])  # row 2: no exemplar -> train mean
+
+
+@pytest.fixture(scope="module")
+def her2st_fold(her2st_root, tmp_path_factory):
+    """96 real C2/C3 windows (48 px) with their top-20 log1p-min-max genes, split train/val."""
+    folder = tmp_path_factory.mktemp("her2st_windows")
+    sheet = build_her2st_sheet(her2st_root).set_index("sample")
+    paths, parts = {}, []
+    for s in ("C2", "C3"):
+        a = read_st_sample(sheet.loc[s, "counts"], sheet.loc[s, "spots"])[:48].copy()
+        with open_image(sheet.loc[s, "image"]) as slide:
+            res = tile_spots(slide, a.obsm["spatial"], estimate_um_per_px(a.obsm["spatial"], 200), 112, 48, 0.0)
+        np.save(folder / f"{s}.npy", res.windows)
+        paths[s] = str(folder / f"{s}.npy")
+        a.obs["sample"] = s
+        parts.append(a)
+    genes = common_genes({p.obs["sample"].iloc[0]: p for p in parts})
+    counts = np.concatenate([p[:, genes].X.toarray() for p in parts])
+    top = np.argsort(-counts.mean(axis=0))[:20]
+    y = np.log1p(counts[:, top])
+    y = (y - y.min(0)) / (y.max(0) - y.min(0))
+    obs = pd.DataFrame({"sample": np.repeat(["C2", "C3"], 48), "split": np.repeat(["train", "val"], 48)},
+                       index=[f"w{i}" for i in range(96)])
+    return FoldData(ad.AnnData(y.astype(np.float32), obs=obs), window_paths=paths)
+
+
+def test_vit_training_lowers_loss_on_real_windows(her2st_fold):
+    torch.manual_seed(0)
+    model = get_model("vit").factory(20, {"patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 2}, img_size=48)
+    cfg = TrainConfig(epochs=12, batch_size=16, lr=2e-3, warmup_epochs=0.5, patience=100, augment=False)
+    model, hist = fit(model, her2st_fold, cfg, torch.device("cpu"))
+    assert hist["train_loss"].iloc[-3:].mean() < hist["train_loss"].iloc[0] - 0.05
+    assert hist["selected"].sum() == 1
+    assert hist.loc[hist["selected"], "val_pcc_m"].item() == pytest.approx(hist["val_pcc_m"].max())
+    pred = predict(model, her2st_fold, her2st_fold.index("val"), cfg, torch.device("cpu"))
+    assert pred.shape == (48, 20) and np.isfinite(pred).all()
+
+
+def test_extractor_training_lowers_reconstruction_error(her2st_fold):
+    rows = np.arange(96)
+    ae_params = {"input_px": 32, "dim": 16, "width": 8, "epochs": 6, "batch_size": 16, "lr": 3e-3}
+    torch.manual_seed(0)
+    before = reconstruction_l1(ConvAutoencoder(32, 16, 8), her2st_fold.windows, rows, 32, torch.device("cpu"))
+    model, hist = train_autoencoder(her2st_fold.windows, rows[:48], rows[48:], ae_params, torch.device("cpu"))
+    assert hist["val_l1"].iloc[-1] < 0.85 * before and hist["val_l1"].iloc[-1] < hist["val_l1"].iloc[0]
+
+
+def test_batches_normalise_and_augment_on_the_fly(her2st_fold):
+    gen = torch.Generator().manual_seed(0)
+    plain = make_batch(her2st_fold, np.arange(8), torch.device("cpu"), False, None)
+    aug = make_batch(her2st_fold, np.arange(8), torch.device("cpu"), True, gen)
+    assert plain["image"].shape == (8, 3, 48, 48) and plain["image"].dtype == torch.float32
+    # each augmented window is one of the 8 symmetries of its original
+    for a, p in zip(aug["image"], plain["image"]):
+        variants = [torch.rot90(p, k, (1, 2)) for k in range(4)]
+        variants += [torch.flip(v, (2,)) for v in variants]
+        assert any(torch.equal(a, v) for v in variants)
+    torch.testing.assert_close(aug["target"], plain["target"])

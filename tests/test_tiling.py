@@ -1,0 +1,54 @@
+"""Windows are centred on spots, cover the configured physical size, and bad windows are dropped."""
+
+import numpy as np
+import pytest
+
+from histexpr.data.demo import write_pyramid_tiff
+from histexpr.data.tiling import estimate_um_per_px, tile_spots, tissue_fraction
+from histexpr.io import open_image
+
+
+def test_um_per_px_from_square_and_hexagonal_grids():
+    xs, ys = np.meshgrid(np.arange(6), np.arange(5))
+    square = np.column_stack([xs.ravel(), ys.ravel()]) * 271.0 + 40
+    assert estimate_um_per_px(square, 200.0) == pytest.approx(200 / 271)
+    hexa = np.column_stack([xs.ravel() * 1.0 + (ys.ravel() % 2) * 0.5, ys.ravel() * np.sqrt(3) / 2]) * 138.0
+    assert estimate_um_per_px(hexa, 100.0) == pytest.approx(100 / 138)
+
+
+def test_windows_centre_on_spots_at_physical_size(tmp_path):
+    # white image with a 20x20 um coloured square centred on each spot, 0.5 um/px
+    img = np.full((1200, 1200, 3), 245, np.uint8)
+    centres = np.array([[300.0, 300.0], [700.0, 500.0], [900.0, 900.0]])
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    for (x, y), c in zip(centres, colours):
+        img[int(y) - 20 : int(y) + 20, int(x) - 20 : int(x) + 20] = c
+    path = tmp_path / "s.tif"
+    write_pyramid_tiff(str(path), img, 0.5)
+    with open_image(path) as slide:
+        res = tile_spots(slide, centres, um_per_px=0.5, window_um=40.0, window_px=32, min_tissue=0.0)
+    assert res.windows.shape == (3, 32, 32, 3) and res.window_size_px == pytest.approx(80.0)
+    for w, c in zip(res.windows, colours):
+        # the square (40 px = 20 um) fills the middle half of the 40 um window
+        np.testing.assert_allclose(w[10:22, 10:22].mean(axis=(0, 1)), c, atol=3)
+        assert w[:4, :4].mean() > 240 and w[-4:, -4:].mean() > 240
+
+
+def test_edge_and_background_windows_are_dropped(tmp_path):
+    img = np.full((800, 800, 3), 242, np.uint8)  # blank glass
+    img[:400] = (200, 120, 170)  # tissue on the top half
+    path = tmp_path / "s.tif"
+    write_pyramid_tiff(str(path), img, 1.0)
+    spots = np.array([[200.0, 200.0], [10.0, 200.0], [400.0, 700.0], [600.0, 390.0]])
+    with open_image(path) as slide:
+        res = tile_spots(slide, spots, um_per_px=1.0, window_um=100.0, window_px=16, min_tissue=0.25)
+    assert res.status.tolist() == ["kept", "edge", "background", "kept"]
+    assert res.counts == {"kept": 2, "edge": 1, "background": 1, "input": 4}
+    assert len(res.windows) == 2
+
+
+def test_tissue_fraction_ignores_glass_and_black_background():
+    w = np.zeros((10, 10, 3), np.uint8)  # A1-style blacked-out background
+    w[:5] = (240, 240, 240)  # glass
+    w[5:, :5] = (180, 100, 160)  # tissue
+    assert tissue_fraction(w) == pytest.approx(0.25)

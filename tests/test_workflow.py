@@ -1,0 +1,170 @@
+"""The whole rule graph, end to end, on the real HER2ST subset and on a small synthetic demo."""
+
+import os
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import HER2ST_SPOTS, REPO, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+TINY_TRAINING = {
+    "extractor": {"input_px": 32, "dim": 16, "width": 8, "epochs": 2, "batch_size": 32},
+    "train": {"epochs": 2, "batch_size": 16, "patience": 2},
+    "model_params": {"vit": {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2}},
+}
+
+
+@pytest.fixture(scope="module")
+def her2st_run(her2st_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("her2st")
+    cfg = yaml.safe_load((REPO / "config" / "her2st.yaml").read_text())
+    cfg["samples"]["root"] = str(her2st_root)
+    cfg["tiling"]["window_px"] = 64
+    cfg.update(TINY_TRAINING)
+    path = work / "her2st.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(work, path)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-8000:]
+    return work, path, work / "results" / "her2st"
+
+
+def test_every_sample_tiled_with_expected_spot_counts(her2st_run):
+    _, _, out = her2st_run
+    for sample, n in HER2ST_SPOTS.items():
+        a = ad.read_h5ad(out / "samples" / f"{sample}.h5ad")
+        t = a.uns["tiling"]
+        assert t["input"] == n and t["kept"] + t["edge"] + t["background"] == n
+        assert a.n_obs == t["kept"] == len(np.load(out / "tiles" / f"{sample}.npy", mmap_mode="r"))
+        assert t["kept"] >= 0.95 * n
+        log = (out / "logs" / "tile" / f"{sample}.log").read_text()
+        assert f"{n} spots, {t['kept']} kept, {t['edge'] + t['background']} dropped" in log
+        assert t["um_per_px"] == pytest.approx(200 / 58 if sample == "A1" else 0.74, rel=0.05)
+
+
+def test_fold_table_never_shares_a_patient_between_train_and_test(her2st_run):
+    _, _, out = her2st_run
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    assert sorted(folds["fold"].unique()) == [1, 2]  # leave one patient out: A, C
+    for _, f in folds.groupby("fold"):
+        test = set(f.loc[f.split == "test", "patient"])
+        assert test and not test & set(f.loc[f.split != "test", "patient"])
+        assert (f.split == "val").any()
+        assert len(f) == sum(HER2ST_SPOTS.values()) - 0  # every kept spot, once per fold
+
+
+def test_exemplars_never_share_the_query_patient(her2st_run):
+    _, _, out = her2st_run
+    for fold in (1, 2):
+        ex = pd.read_csv(out / f"fold_{fold}" / "exemplars.tsv", sep="\t")
+        obs = ad.read_h5ad(out / f"fold_{fold}" / "expression.h5ad", backed="r").obs
+        assert len(ex) and (ex["query_patient"] != ex["exemplar_patient"]).all()
+        assert set(ex["exemplar"]) <= set(obs.index[obs["split"] == "train"])  # pool = training windows only
+        test = ex[ex["query_split"] == "test"]
+        assert test.groupby("query").size().eq(9).all() and test["query"].nunique() == (obs["split"] == "test").sum()
+
+
+def test_normalisation_fitted_on_training_sections_only(her2st_run):
+    _, _, out = her2st_run
+    for fold in (1, 2):
+        e = ad.read_h5ad(out / f"fold_{fold}" / "expression.h5ad")
+        train = (e.obs["split"] == "train").to_numpy()
+        logged = np.log1p(np.asarray(e.layers["counts"], dtype=np.float64))
+        np.testing.assert_allclose(e.var["min"], logged[train].min(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(e.var["max"], logged[train].max(axis=0), rtol=1e-6)
+        assert not np.allclose(e.var["max"], logged.max(axis=0))  # statistics over all spots would differ
+        np.testing.assert_allclose(e.X, (logged - e.var["min"].to_numpy()) / (e.var["max"] - e.var["min"]).to_numpy(),
+                                   rtol=1e-4, atol=1e-5)
+        assert e.n_vars == 250
+
+
+def test_metrics_table_complete_and_finite(her2st_run):
+    _, _, out = her2st_run
+    m = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert set(zip(m["model"], m["evaluation"])) == {(a, b) for a in ("knn", "vit") for b in ("pooled", "per_slide")}
+    values = m.drop(columns=["model", "evaluation"]).to_numpy(dtype=float)
+    assert np.isfinite(values).all() and (m["n_folds"] == 2).all()
+    genes = pd.read_csv(out / "genes.tsv", sep="\t")
+    assert len(genes) == 2 * genes["gene"].nunique()
+    pred = ad.read_h5ad(out / "vit" / "fold_1" / "predictions.h5ad")
+    assert set(pred.obs["sample"]) == {"A1"} and "A1" in pred.uns["spatial"] and pred.obsm["spatial"].shape[1] == 2
+
+
+def test_single_fold_reruns_by_target(her2st_run):
+    work, cfg, out = her2st_run
+    target = out / "vit" / "fold_1" / "metrics.tsv"
+    before = pd.read_csv(target, sep="\t")
+    shutil.rmtree(out / "vit" / "fold_1")
+    res = run_snakemake(work, cfg, str(target.relative_to(work)))
+    assert res.returncode == 0, res.stderr[-4000:]
+    log = res.stdout + res.stderr
+    assert "rule train:" in log and "rule tile:" not in log and "fold_2" not in log.split("Job stats")[0]
+    pd.testing.assert_frame_equal(pd.read_csv(target, sep="\t"), before)  # seeded: the same numbers again
+
+
+def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["demo"].update({"patients": 3, "sections_per_patient": 1, "image_px": 900})
+    cfg.update(TINY_TRAINING)
+    cfg["extractor"]["input_px"] = 64
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(tmp_path, path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    out = tmp_path / "results" / "demo"
+    groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
+    assert set(zip(groups["model"], groups["group"])) == {(m, g) for m in ("knn", "vit") for g in ("image", "noise")}
+    assert "SYNTHETIC" in (tmp_path / "resources" / "demo" / "logs" / "make_demo.log").read_text()
+
+
+def test_her2st_defaults_to_cloning_the_repository(tmp_path):
+    res = run_snakemake(tmp_path, REPO / "config" / "her2st.yaml", "-n")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "rule fetch_her2st:" in res.stdout and "resources/her2st" in res.stdout
+
+
+def test_snakemake_lint_is_clean():
+    res = run_snakemake(REPO, None, "--lint")
+    assert res.returncode == 0 and "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
+
+
+def _rules(configfile: Path):
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet=True)) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(configfiles=[configfile]),
+                          snakefile=REPO / "Snakefile", workdir=REPO)
+        return [(r.name, r.conda_env, r.snakefile) for r in wf._workflow.rules]
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml"])
+def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile):
+    pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    for name, env, snakefile in _rules(REPO / "config" / configfile):
+        if name == "all":
+            continue
+        assert env, f"rule {name} has no conda: directive"
+        path = (Path(snakefile).parent / env).resolve()
+        assert path.parent == REPO / "envs" and path.exists(), f"rule {name}: {path} missing"
+        spec = yaml.safe_load(path.read_text())
+        pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+        for req in pip:
+            pkg, version = req.split("==")
+            assert pins.get(pkg) == version, f"{path.name}: {req} differs from requirements.txt ({pins.get(pkg)})"
+
+
+@pytest.mark.skipif(shutil.which("conda") is None and shutil.which("mamba") is None,
+                    reason="conda is not installed on this machine; snakemake's conda dry run needs it "
+                           "(the env wiring is checked by test_every_rule_has_a_real_conda_env_with_the_pinned_versions)")
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml"])
+def test_conda_dry_run(tmp_path, configfile):
+    res = run_snakemake(tmp_path, REPO / "config" / configfile, "-n", "--sdm", "conda")
+    assert res.returncode == 0, res.stderr[-3000:]
