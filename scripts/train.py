@@ -27,7 +27,8 @@ set_threads(snakemake.threads)
 seed_everything(cfg.seed)
 inp = snakemake.input
 tiles = {Path(p).stem: p for p in inp.tiles} if "tiles" in inp.keys() else None
-data = FoldData(inp.expression, window_paths=tiles, embeddings=inp.get("embeddings"), exemplars=inp.get("exemplars"))
+data = FoldData.load(inp.expression, window_paths=tiles, embeddings=inp.get("embeddings"),
+                     exemplars=inp.get("exemplars"))
 test_rows = data.index("test")
 log.info("%s, fold %d: %d genes; train/val/test windows %d/%d/%d", name, fold, data.n_genes,
          len(data.index("train")), len(data.index("val")), len(test_rows))

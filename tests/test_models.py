@@ -42,14 +42,8 @@ def test_autoencoder_shapes():
 
 def test_knn_is_the_mean_of_valid_exemplars():
     targets = np.arange(12, dtype=np.float32).reshape(6, 2)
-
-    class Data:
-        pass
-
-    data = Data()
-    data.targets = targets
-    data.index = lambda split: np.array([0, 1, 2])
-    data.exemplar_index = np.array([[0, 1], [2, -1], [-1, -1], [0, 2], [1, 2], [0, 0]])
+    data = FoldData(targets, ["train"] * 3 + ["test"] * 3, ["a", "b"],
+                    exemplar_index=np.array([[0, 1], [2, -1], [-1, -1], [0, 2], [1, 2], [0, 0]]))
     knn = get_model("knn").factory({}).fit(data)
     pred = knn.predict(data, np.array([0, 1, 2, 3]))
     np.testing.assert_allclose(pred, [[1, 2], [4, 5], [2, 3], [2, 3]])  # row 2: no exemplar -> train mean
@@ -76,7 +70,7 @@ def her2st_fold(her2st_root, tmp_path_factory):
     y = (y - y.min(0)) / (y.max(0) - y.min(0))
     obs = pd.DataFrame({"sample": np.repeat(["C2", "C3"], 48), "split": np.repeat(["train", "val"], 48)},
                        index=[f"w{i}" for i in range(96)])
-    return FoldData(ad.AnnData(y.astype(np.float32), obs=obs), window_paths=paths)
+    return FoldData.load(ad.AnnData(y.astype(np.float32), obs=obs), window_paths=paths)
 
 
 def test_vit_training_lowers_loss_on_real_windows(her2st_fold):

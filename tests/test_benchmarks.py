@@ -1,0 +1,15 @@
+"""The benchmark scripts run (tiny preset, CPU); their figures are read by people, not asserted."""
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_train_throughput_smoke():
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--preset", "tiny",
+                          "--device", "cpu", "--steps", "2"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    assert any(line.split()[0] == "vit" for line in lines)
+    assert any(line.strip().startswith("extractor (autoencoder)") for line in lines)
