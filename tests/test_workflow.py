@@ -112,7 +112,7 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["demo"].update({"patients": 3, "sections_per_patient": 1, "image_px": 900})
     cfg.update(TINY_TRAINING)
-    cfg["extractor"]["input_px"] = 64
+    cfg["extractor"]["input_px"] = 32
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(tmp_path, path)
