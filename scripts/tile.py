@@ -18,7 +18,7 @@ from histexpr.utils import write_h5ad, write_npy  # noqa: E402
 
 cfg = snakemake.params.tiling
 sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str, keep_default_na=False)
-row = sheet.set_index("sample").loc[snakemake.wildcards.sample].replace("", None).to_dict()
+row = {k: (v if v != "" else None) for k, v in sheet.set_index("sample").loc[snakemake.wildcards.sample].items()}
 row["sample"] = snakemake.wildcards.sample
 adata, image = read_sample(row)  # validates counts, spots and their join before any pixel is decoded
 xy = np.asarray(adata.obsm["spatial"])

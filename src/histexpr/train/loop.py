@@ -107,7 +107,7 @@ def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total, cfg.min_lr_ratio))
     gen = torch.Generator().manual_seed(cfg.seed)
-    history, best, best_state, since_best = [], -np.inf, None, 0
+    history, best, best_state, best_epoch, since_best = [], -np.inf, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.time()
         model.train()
@@ -136,10 +136,11 @@ def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.
             score = row["val_pcc_m"] if np.isfinite(row["val_pcc_m"]) else -row["val_mse"]
         else:
             score = epoch  # keep the last epoch
+        if not np.isfinite(score):
+            score = -np.inf  # a diverged epoch never wins
         row["seconds"] = time.time() - t0
-        improved = score > best
-        if improved:
-            best, since_best = score, 0
+        if score > best or best_state is None:
+            best, best_epoch, since_best = score, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             since_best += 1
@@ -152,7 +153,6 @@ def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.
             break
     model.load_state_dict(best_state)
     hist = pd.DataFrame(history)
-    best_epoch = int(hist.loc[hist["val_pcc_m"].idxmax(), "epoch"]) if "val_pcc_m" in hist and hist["val_pcc_m"].notna().any() else int(hist["epoch"].iloc[-1])
     hist.loc[hist["epoch"] == best_epoch, "selected"] = True
     log.info("selected epoch %d", best_epoch)
     return model, hist
