@@ -59,6 +59,6 @@ out.uns["spatial"] = {}
 for path in inp.samples:
     sample = Path(path).stem
     if sample in set(test.obs["sample"].astype(str)):
-        out.uns["spatial"].update(ad.read_h5ad(path).uns.get("spatial", {}))
+        out.uns["spatial"].update(ad.read_h5ad(path, backed="r").uns.get("spatial", {}))
 write_table(history, snakemake.output.history)
 write_h5ad(out, snakemake.output.predictions)

@@ -45,9 +45,15 @@ def sheet_layout():
     return "sheet" if isinstance(samples, str) else samples["layout"]
 
 
+_SHEETS = {}
+
+
 def sample_table():
-    """The validated sample sheet (after the sample_sheet checkpoint)."""
-    return pd.read_csv(checkpoints.sample_sheet.get().output[0], sep="\t", dtype=str, keep_default_na=False)
+    """The validated sample sheet (after the sample_sheet checkpoint), read once."""
+    path = checkpoints.sample_sheet.get().output[0]
+    if path not in _SHEETS:
+        _SHEETS[path] = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    return _SHEETS[path]
 
 
 def sample_names():
