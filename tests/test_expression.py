@@ -53,10 +53,17 @@ def test_top_n_by_mean_training_count():
     assert set(out.var_names) == set(means.sort_values(ascending=False).index[:3])
 
 
-def test_library_size_normalisation_option():
+def test_library_size_protocol():
     adatas, folds = make_samples()
-    out = build_fold_expression(adatas, folds, {"top_n": 8, "log1p": True, "target_sum": 1e4})
+    raw = build_fold_expression(adatas, folds, {"top_n": 5, "log1p": True})
+    out = build_fold_expression(adatas, folds, {"top_n": 5, "log1p": True, "target_sum": 1e4}, protocol="library_size")
+    assert out.var_names.tolist() == raw.var_names.tolist()  # same genes under both protocols
+    assert out.uns["normalisation"]["protocol"] == "library_size" and raw.uns["normalisation"]["target_sum"] == 0
     lib = np.concatenate([np.asarray(a.X.sum(axis=1)).ravel() for a in adatas.values()])
     values = np.log1p(out.layers["counts"] / lib[:, None] * 1e4)
     train = (out.obs["split"] == "train").to_numpy()
     np.testing.assert_allclose(out.var["min"], values[train].min(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(out.var["max"], values[train].max(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(out.obs["library_size"], lib)
+    with pytest.raises(ValueError, match="unknown target protocol"):
+        build_fold_expression(adatas, folds, {"top_n": 5}, protocol="cpm")

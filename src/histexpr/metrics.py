@@ -8,7 +8,21 @@ For ``n`` windows and ``g`` genes:
   undefined (NaN) when truth or prediction is constant for that gene;
 * ``PCC@F``, ``PCC@S``, ``PCC@M``: first quartile, median and mean of the
   defined ``r_g`` (the EGN paper's notation); ``n_nan_pcc`` counts the genes
-  left out, so a NaN is reported, never hidden.
+  left out, so a NaN is reported, never hidden;
+* the partial correlation of prediction and truth given the spot's log total
+  count ``z``: the Pearson r of their residuals after regressing each on
+  ``[1, z]`` (``pPCC@M`` is its mean over genes). A model that only predicts
+  cellularity scores about zero here, whatever its PCC;
+* the margin of a model over a reference model (``colour_ridge``):
+  ``ΔPCC@M`` on the same windows, with a percentile bootstrap interval that
+  resamples windows within each fold (or slide).
+
+Scopes: ``pooled`` correlates over all test windows of a fold at once (as the
+EGN paper, which pools the windows of a fold's test patients); ``slide``
+correlates within each test slide and ``per_slide`` averages those (as
+leave-one-section-out studies like TCGN report: with one test slide a fold,
+the two coincide). Pooling adds between-slide differences (batch, tissue
+composition) to the variation a model must explain, so the two differ.
 """
 
 from __future__ import annotations
@@ -46,6 +60,37 @@ def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
+def partial_pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray, covariate: np.ndarray) -> np.ndarray:
+    """Pearson r of each column of truth and prediction after regressing both on ``[1, covariate]``.
+
+    ``r_{ty·z} = corr(t - a_t - b_t z, ŷ - a_ŷ - b_ŷ z)``; NaN where a residual is
+    constant (for instance, a prediction that is a linear function of ``z``).
+
+    Args:
+        y_true, y_pred: ``(n, g)``; covariate: ``(n,)``.
+    """
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    z = np.asarray(covariate, dtype=np.float64).ravel()
+    if len(z) != len(t):
+        raise ValueError(f"covariate has {len(z)} rows for {len(t)} windows")
+    zc = z - z.mean()
+    zz = float(zc @ zc)
+
+    def resid(a):
+        ac = a - a.mean(axis=0)
+        return ac - np.outer(zc, (zc @ ac) / zz) if zz > 0 else ac
+
+    # Residuals are centred; a column that was fully explained by z is rounding noise of
+    # the original scale, so judge constancy against that scale, not the residual's own.
+    rt, rp = resid(t), resid(p)
+    ok_t = (rt**2).sum(axis=0) > 1e-20 * np.maximum((t - t.mean(axis=0)) ** 2, 1e-300).sum(axis=0)
+    ok_p = (rp**2).sum(axis=0) > 1e-20 * np.maximum((p - p.mean(axis=0)) ** 2, 1e-300).sum(axis=0)
+    r = pearson_per_gene(rt, rp)
+    r[~(ok_t & ok_p)] = np.nan
+    return r
+
+
 def summarise(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """MSE, MAE, PCC@F/@S/@M and counts for one set of windows."""
     t = np.asarray(y_true, dtype=np.float64)
@@ -65,14 +110,19 @@ def summarise(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def evaluate(y_true: np.ndarray, y_pred: np.ndarray, slides: np.ndarray, genes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate(y_true: np.ndarray, y_pred: np.ndarray, slides: np.ndarray, genes: list[str],
+             log_total: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Metrics pooled over all windows and per slide, and a per-gene table.
+
+    Args:
+        log_total: ``(n,)`` log total count per window; adds the partial
+            correlations given it (``pPCC@M``, per-gene ``partial_pcc``).
 
     Returns:
         ``summary``: one row per scope (``pooled``, then each slide) with
-        ``scope``, ``slide`` and :func:`summarise`'s columns;
-        ``per_gene``: one row per (scope, gene) with ``pcc``, ``mse``, ``mae``,
-        ``mean_true``, ``std_true``.
+        ``scope``, ``slide``, :func:`summarise`'s columns and ``pPCC@M``;
+        ``per_gene``: one row per (scope, gene) with ``pcc``, ``partial_pcc``,
+        ``mse``, ``mae``, ``mean_true``, ``std_true``.
     """
     slides = np.asarray(slides).astype(str)
     scopes = [("pooled", "all", np.ones(len(slides), bool))]
@@ -80,10 +130,15 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray, slides: np.ndarray, genes: 
     rows, gene_rows = [], []
     for scope, slide, m in scopes:
         t, p = y_true[m], y_pred[m]
-        rows.append({"scope": scope, "slide": slide, **summarise(t, p)})
+        partial = (partial_pearson_per_gene(t, p, log_total[m]) if log_total is not None
+                   else np.full(t.shape[1], np.nan))
+        defined = partial[~np.isnan(partial)]
+        rows.append({"scope": scope, "slide": slide, **summarise(t, p),
+                     "pPCC@M": float(defined.mean()) if defined.size else np.nan})
         gene_rows.append(pd.DataFrame({
             "scope": scope, "slide": slide, "gene": genes,
             "pcc": pearson_per_gene(t, p),
+            "partial_pcc": partial,
             "mse": ((p - t) ** 2).mean(axis=0),
             "mae": np.abs(p - t).mean(axis=0),
             "mean_true": t.mean(axis=0),
@@ -92,43 +147,156 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray, slides: np.ndarray, genes: 
     return pd.DataFrame(rows), pd.concat(gene_rows, ignore_index=True)
 
 
+def _keys(df: pd.DataFrame) -> list[str]:
+    return ["model", "protocol"] if "protocol" in df.columns else ["model"]
+
+
 def aggregate_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample SD over folds of each model's metrics.
 
     Args:
-        per_fold: rows of :func:`evaluate`'s summary with ``model`` and ``fold``
-            columns added.
+        per_fold: rows of :func:`evaluate`'s summary with ``model``, ``fold``
+            (and ``protocol``) columns added.
 
     Returns:
-        One row per (model, evaluation): ``pooled`` uses the metrics pooled over
-        each fold's test windows; ``per_slide`` first averages the metrics of
-        each test slide within a fold. Columns ``<metric>`` (mean over folds),
-        ``<metric>_sd``, ``n_folds`` and ``n_nan_pcc`` (summed over folds).
+        One row per (model, protocol, evaluation): ``pooled`` uses the metrics
+        pooled over each fold's test windows; ``per_slide`` first averages the
+        metrics of each test slide within a fold. Columns ``<metric>`` (mean
+        over folds), ``<metric>_sd``, ``n_folds`` and ``n_nan_pcc`` (summed
+        over folds).
     """
+    keys = _keys(per_fold)
+    metrics = SUMMARY_METRICS + (["pPCC@M"] if "pPCC@M" in per_fold.columns else [])
     pooled = per_fold[per_fold["scope"] == "pooled"].assign(evaluation="pooled")
     slides = per_fold[per_fold["scope"] == "slide"]
-    per_slide = (slides.groupby(["model", "fold"], as_index=False)
-                 .agg({**{m: "mean" for m in SUMMARY_METRICS}, "n_nan_pcc": "sum"})
+    per_slide = (slides.groupby(keys + ["fold"], as_index=False)
+                 .agg({**{m: "mean" for m in metrics}, "n_nan_pcc": "sum"})
                  .assign(evaluation="per_slide"))
     both = pd.concat([pooled, per_slide], ignore_index=True)
     rows = []
-    for (model, ev), g in both.groupby(["model", "evaluation"], sort=False):
-        row = {"model": model, "evaluation": ev, "n_folds": int(g["fold"].nunique())}
-        for m in SUMMARY_METRICS:
+    for key, g in both.groupby(keys + ["evaluation"], sort=False):
+        row = dict(zip(keys + ["evaluation"], key))
+        row["n_folds"] = int(g["fold"].nunique())
+        for m in metrics:
             row[m] = float(g[m].mean())
             row[f"{m}_sd"] = float(g[m].std(ddof=1)) if len(g) > 1 else np.nan
         row["n_nan_pcc"] = int(g["n_nan_pcc"].sum())
         rows.append(row)
-    cols = ["model", "evaluation", "n_folds"] + [c for m in SUMMARY_METRICS for c in (m, f"{m}_sd")] + ["n_nan_pcc"]
-    return pd.DataFrame(rows)[cols]
+    cols = keys + ["evaluation", "n_folds"] + [c for m in metrics for c in (m, f"{m}_sd")] + ["n_nan_pcc"]
+    out = pd.DataFrame(rows)[cols]
+    # pooled first, then per slide; protocols and models in the order they came
+    rank = {"evaluation": {"pooled": 0, "per_slide": 1}}
+    for k in keys:
+        rank[k] = {v: i for i, v in enumerate(dict.fromkeys(per_fold[k]))}
+    order = sorted(range(len(out)), key=lambda i: tuple(rank[c][out[c].iloc[i]] for c in
+                                                        ["evaluation"] + keys[::-1]))
+    return out.iloc[order].reset_index(drop=True)
+
+
+def _bootstrap_pcc_mean(weights: np.ndarray, t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """PCC@M of each bootstrap replicate, given per-window multiplicities ``weights`` ``(B, n)``."""
+    n = weights.sum(axis=1, keepdims=True)
+    st, sp_ = weights @ t, weights @ p
+    cov = weights @ (t * p) - st * sp_ / n
+    vt = weights @ (t * t) - st * st / n
+    vp = weights @ (p * p) - sp_ * sp_ / n
+    scale_t = np.maximum(np.abs(t).max(axis=0), 1e-300) ** 2 * n
+    scale_p = np.maximum(np.abs(p).max(axis=0), 1e-300) ** 2 * n
+    ok = (vt > 1e-12 * scale_t) & (vp > 1e-12 * scale_p)
+    r = np.where(ok, cov / np.sqrt(np.where(ok, vt * vp, 1.0)), np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.clip(r, -1, 1), axis=1)
+
+
+def paired_bootstrap_delta(t: np.ndarray, p: np.ndarray, q: np.ndarray, n_boot: int,
+                           rng: np.random.Generator, chunk: int = 100) -> np.ndarray:
+    """Bootstrap replicates of ``PCC@M(p) - PCC@M(q)`` on the same resampled windows.
+
+    Args:
+        t: ``(n, g)`` truth; p, q: ``(n, g)`` predictions of the model and the reference.
+    Returns:
+        ``(n_boot,)`` replicates (windows drawn with replacement, ``n`` a replicate).
+    """
+    t, p, q = (np.asarray(a, dtype=np.float64) for a in (t, p, q))
+    n = len(t)
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:start + b] = _bootstrap_pcc_mean(weights, t, p) - _bootstrap_pcc_mean(weights, t, q)
+    return out
+
+
+def margins_over_reference(predictions: dict, reference: str, n_boot: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> pd.DataFrame:
+    """Each model's ΔPCC@M over ``reference`` with a paired bootstrap interval over windows.
+
+    Args:
+        predictions: ``{(model, protocol, fold): (obs_names, truth, prediction, slides)}``.
+        reference: the model every other is compared with (e.g. ``colour_ridge``).
+        n_boot: bootstrap replicates; level: interval coverage.
+
+    Returns:
+        One row per (model, protocol, evaluation) with ``dPCC@M`` (the margin as
+        the table computes it: mean over folds of the fold's ΔPCC@M, pooled or
+        averaged over slides), ``dPCC@M_lo``, ``dPCC@M_hi`` (percentile
+        interval; windows resampled within each fold, or slide, with the same
+        draws for the model and the reference) and ``n_boot``.
+    """
+    rows = []
+    models = sorted({k[0] for k in predictions} - {reference})
+    protocols = sorted({k[1] for k in predictions})
+    for protocol in protocols:
+        folds = sorted({k[2] for k in predictions if k[1] == protocol})
+        for model in models:
+            if not all((model, protocol, f) in predictions and (reference, protocol, f) in predictions
+                       for f in folds):
+                continue
+            for evaluation in ("pooled", "per_slide"):
+                point, reps = [], []
+                for f in folds:
+                    names, t, p, slides = predictions[(model, protocol, f)]
+                    rnames, rt, q, _ = predictions[(reference, protocol, f)]
+                    if list(names) != list(rnames) or not np.allclose(t, rt, equal_nan=True):
+                        raise ValueError(f"{model} and {reference} ({protocol}, fold {f}) were not evaluated on the "
+                                         "same windows and targets; rerun both")
+                    units = [np.ones(len(t), bool)] if evaluation == "pooled" else \
+                        [slides == s for s in sorted(np.unique(slides))]
+                    fold_point, fold_reps = [], []
+                    for u, m in enumerate(units):
+                        # Same stream for every model: the draws depend on the unit, not on the model.
+                        rng = np.random.default_rng([seed, f, u, 0 if evaluation == "pooled" else 1])
+                        fold_point.append(summarise(t[m], p[m])["PCC@M"] - summarise(t[m], q[m])["PCC@M"])
+                        fold_reps.append(paired_bootstrap_delta(t[m], p[m], q[m], n_boot, rng))
+                    point.append(np.mean(fold_point))
+                    reps.append(np.mean(fold_reps, axis=0))
+                reps = np.mean(reps, axis=0)
+                alpha = (1 - level) / 2
+                rows.append({"model": model, "protocol": protocol, "evaluation": evaluation,
+                             "dPCC@M": float(np.mean(point)),
+                             "dPCC@M_lo": float(np.nanquantile(reps, alpha)),
+                             "dPCC@M_hi": float(np.nanquantile(reps, 1 - alpha)), "n_boot": n_boot})
+    return pd.DataFrame(rows, columns=["model", "protocol", "evaluation", "dPCC@M", "dPCC@M_lo", "dPCC@M_hi",
+                                       "n_boot"])
 
 
 def format_table(agg: pd.DataFrame, digits: int = 3) -> str:
-    """Human-readable ``mean ± sd`` table of :func:`aggregate_folds`'s output."""
-    out = agg[["model", "evaluation", "n_folds"]].copy()
-    for m in SUMMARY_METRICS:
+    """Human-readable ``mean ± sd`` table of :func:`aggregate_folds`'s output (plus margins when present)."""
+    keys = [k for k in ("model", "protocol", "evaluation", "n_folds") if k in agg.columns]
+    out = agg[keys].copy()
+    for m in SUMMARY_METRICS + ["pPCC@M"]:
+        if m not in agg.columns:
+            continue
         out[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if b == b else f"{a:.{digits}f}"
                   for a, b in zip(agg[m], agg[f"{m}_sd"])]
+    if "dPCC@M" in agg.columns:
+        cells = []
+        for model, ref, d, lo, hi in zip(agg["model"], agg["margin_over"], agg["dPCC@M"], agg["dPCC@M_lo"],
+                                         agg["dPCC@M_hi"]):
+            cells.append("(reference)" if model == ref else
+                         f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if d == d else "")
+        out["ΔPCC@M [95% CI]"] = cells
     out["NaN PCC"] = agg["n_nan_pcc"]
     return out.to_string(index=False)
 
@@ -141,17 +309,58 @@ def summarise_groups(per_gene: pd.DataFrame, groups: pd.DataFrame | None) -> pd.
         groups: ``gene``, ``group`` table, or None for a single group ``all``.
 
     Returns:
-        One row per (model, group): ``n_genes``, ``PCC@M`` / ``PCC@S`` (mean
+        One row per (model[, protocol], group): ``n_genes``, ``PCC@M`` / ``PCC@S`` (mean
         over folds of the group's mean / median gene PCC), ``PCC@M_sd``,
         ``n_folds``.
     """
     if groups is None:
         groups = pd.DataFrame({"gene": per_gene["gene"].unique(), "group": "all"})
+    keys = _keys(per_gene)
     merged = per_gene.merge(groups[["gene", "group"]], on="gene", how="inner")
-    per_fold = (merged.groupby(["model", "group", "fold"], sort=False)
+    per_fold = (merged.groupby(keys + ["group", "fold"], sort=False)
                 .agg(m=("pcc", "mean"), s=("pcc", "median"), n=("gene", "nunique")).reset_index())
-    out = (per_fold.groupby(["model", "group"], sort=False)
+    out = (per_fold.groupby(keys + ["group"], sort=False)
            .agg(n_genes=("n", "max"), **{"PCC@M": ("m", "mean"), "PCC@M_sd": ("m", "std"), "PCC@S": ("s", "mean")},
                 n_folds=("fold", "nunique"))
            .reset_index())
+    return out
+
+
+def gene_table(per_gene: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, protocol, gene): PCC, its PCC under the other protocol and its partial PCC, over folds.
+
+    Args:
+        per_gene: pooled per-gene rows of :func:`evaluate` with ``model``,
+            ``protocol``, ``fold``.
+    Returns:
+        ``model``, ``protocol``, ``gene``, ``pcc`` (mean over folds), ``pcc_sd``,
+        ``partial_pcc`` (given the spot's log total count), ``mse``,
+        ``n_folds``, ``n_folds_nan``, and with two protocols
+        ``other_protocol`` and ``pcc_other_protocol``.
+    """
+    keys = _keys(per_gene)
+    out = (per_gene.groupby(keys + ["gene"], sort=False)
+           .agg(pcc=("pcc", "mean"), pcc_sd=("pcc", "std"), partial_pcc=("partial_pcc", "mean"),
+                mse=("mse", "mean"), n_folds=("fold", "nunique"),
+                n_folds_nan=("pcc", lambda s: int(s.isna().sum())))
+           .reset_index())
+    if "protocol" in keys and out["protocol"].nunique() == 2:
+        a, b = sorted(out["protocol"].unique())
+        other = out[["model", "protocol", "gene", "pcc"]].rename(
+            columns={"protocol": "other_protocol", "pcc": "pcc_other_protocol"})
+        out["other_protocol"] = out["protocol"].map({a: b, b: a})
+        out = out.merge(other, on=["model", "other_protocol", "gene"], how="left")
+    return out
+
+
+def load_predictions(paths) -> dict:
+    """``{(model, protocol, fold): (obs_names, truth, prediction, slides)}`` from ``predictions.h5ad`` files."""
+    import anndata as ad
+
+    out = {}
+    for path in paths:
+        a = ad.read_h5ad(path)
+        key = (str(a.uns["model"]), str(a.uns.get("protocol", "raw")), int(a.uns["fold"]))
+        out[key] = (a.obs_names.to_numpy(), np.asarray(a.layers["truth"], dtype=np.float64),
+                    np.asarray(a.X, dtype=np.float64), a.obs["sample"].astype(str).to_numpy())
     return out

@@ -1,11 +1,22 @@
 """Expression targets per fold: gene selection and per-gene min-max, fitted on training spots.
 
-For every fold: genes measured in every sample; optionally counts per
-``target_sum`` per spot (library-size normalisation); ``log1p``; the top-N
-genes by mean raw count over the fold's ``train`` spots (or a gene list);
-then each gene min-max scaled with the minimum and maximum of its ``train``
-spots. Validation and test spots are transformed with those training
+For every fold: genes measured in every sample; the top-N genes by mean raw
+count over the fold's ``train`` spots (or a gene list); then one of two
+target *protocols*:
+
+* ``raw`` (EGN): ``log1p`` of the raw counts;
+* ``library_size`` (ST-Net, TCGN): counts per ``target_sum`` (10 000) of the
+  spot's total count, then ``log1p``.
+
+Either way each gene is then min-max scaled with the minimum and maximum of its
+``train`` spots. Validation and test spots are transformed with those training
 statistics and are not clipped, so nothing about them leaks into the targets.
+The same genes are chosen under both protocols, so their metrics compare gene
+by gene.
+
+Why both: under ``raw`` every high-mean gene carries the spot's total count
+(cellularity, visible as colour), so a model can score well by predicting one
+number per spot; ``library_size`` removes that shared factor.
 """
 
 from __future__ import annotations
@@ -21,6 +32,11 @@ import scipy.sparse as sp
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
+
+PROTOCOLS = {
+    "raw": "log1p of raw counts, then train-fold min-max (EGN)",
+    "library_size": "counts per target_sum of the spot total, log1p, then train-fold min-max (ST-Net, TCGN)",
+}
 
 
 def read_gene_list(path: str | os.PathLike) -> list[str]:
@@ -80,21 +96,25 @@ def select_genes(train_counts: np.ndarray, genes: list[str], top_n: int | None,
 
 
 def build_fold_expression(adatas: dict[str, ad.AnnData], folds: pd.DataFrame, cfg: dict,
-                          sources: dict[str, str] | None = None) -> ad.AnnData:
+                          sources: dict[str, str] | None = None, protocol: str = "raw") -> ad.AnnData:
     """The fold's normalised targets for every spot.
 
     Args:
         adatas: per-sample raw counts (``obs_names`` as in ``folds.obs_name``),
             in study order.
         folds: this fold's rows of the fold table.
-        cfg: ``top_n``, ``gene_list``, ``target_sum``, ``log1p``.
+        cfg: ``top_n``, ``gene_list``, ``target_sum`` (of ``library_size``), ``log1p``.
+        protocol: ``raw`` or ``library_size`` (see the module docstring).
 
     Returns:
         AnnData with ``X`` the normalised targets (float32), ``layers["counts"]``
         the raw counts of the chosen genes, ``obs`` the fold table columns plus
-        the samples' columns, ``obsm["spatial"]``, and ``var`` with ``min``,
+        ``library_size`` (the spot's total count over all genes),
+        ``obsm["spatial"]``, and ``var`` with ``min``,
         ``max`` (training statistics) and ``mean_train_count``.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown target protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     genes = common_genes(adatas, sources)
     parts = []
     for name, a in adatas.items():
@@ -118,7 +138,8 @@ def build_fold_expression(adatas: dict[str, ad.AnnData], folds: pd.DataFrame, cf
     chosen = select_genes(counts[train], genes, cfg.get("top_n"), gene_list, cfg.get("gene_list"))
     idx = [genes.index(g) for g in chosen]
     raw = counts[:, idx]
-    values = transform_counts(raw, libsize, cfg.get("target_sum"), cfg.get("log1p", True))
+    target_sum = float(cfg.get("target_sum") or 1e4) if protocol == "library_size" else None
+    values = transform_counts(raw, libsize, target_sum, cfg.get("log1p", True))
     lo = values[train].min(axis=0)
     hi = values[train].max(axis=0)
     span = hi - lo
@@ -136,6 +157,7 @@ def build_fold_expression(adatas: dict[str, ad.AnnData], folds: pd.DataFrame, cf
     out.var["min"] = lo
     out.var["max"] = hi
     out.var["mean_train_count"] = raw[train].mean(axis=0)
-    out.uns["normalisation"] = {"log1p": bool(cfg.get("log1p", True)), "target_sum": cfg.get("target_sum") or 0,
+    out.uns["normalisation"] = {"protocol": protocol, "log1p": bool(cfg.get("log1p", True)),
+                                "target_sum": target_sum or 0,
                                 "minmax_fitted_on": "train", "n_train_spots": int(train.sum())}
     return out
