@@ -49,6 +49,44 @@ def test_knn_is_the_mean_of_valid_exemplars():
     np.testing.assert_allclose(pred, [[1, 2], [4, 5], [2, 3], [2, 3]])  # row 2: no exemplar -> train mean
 
 
+def test_colour_features_layout():
+    from histexpr.models.colour_ridge import colour_features
+
+    w = np.zeros((2, 32, 32, 3), np.uint8)
+    w[0] = 255
+    w[1, :, :16] = (255, 0, 0)  # left half red: a vertical edge
+    phi = colour_features(w, bins=4, thumbnail_px=2)
+    assert phi.shape == (2, 6 + 12 + 12 + 1)
+    np.testing.assert_allclose(phi[0, :3], 1) and np.testing.assert_allclose(phi[0, 3:6], 0)
+    np.testing.assert_allclose(phi[1, :3], [0.5, 0, 0]) and np.testing.assert_allclose(phi[1, 3], 0.5)
+    np.testing.assert_allclose(phi[1, 6:10], [0.5, 0, 0, 0.5])  # red histogram: half 0, half 255
+    assert phi[0, -1] == 0 and phi[1, -1] > 0  # gradient energy only where there is an edge
+
+
+def test_colour_ridge_learns_colour_and_chooses_alpha_on_validation():
+    rng = np.random.default_rng(0)
+    n = 240
+    level = rng.uniform(0, 1, n)
+    windows = (rng.uniform(0, 60, (n, 16, 16, 3)) + 180 * level[:, None, None, None]).astype(np.uint8)
+    targets = np.column_stack([level, 1 - level, rng.uniform(size=n)]).astype(np.float32)
+    split = np.array(["train"] * 140 + ["val"] * 50 + ["test"] * 50)
+    data = FoldData(targets, split, ["up", "down", "noise"], windows=windows)
+    model = get_model("colour_ridge").factory({}).fit(data)
+    test = data.index("test")
+    pred = model.predict(data, test)
+    r = [np.corrcoef(pred[:, j], targets[test, j])[0, 1] for j in range(3)]
+    assert r[0] > 0.95 and r[1] > 0.95 and abs(r[2]) < 0.4
+    assert model.alpha in model.scores and model.scores[model.alpha] == max(model.scores.values())
+    # test windows are never used: changing them changes no coefficient
+    data2 = FoldData(np.where(split[:, None] == "test", 0, targets), split, data.genes,
+                     windows=np.where(split[:, None, None, None] == "test", 0, windows).astype(np.uint8))
+    np.testing.assert_allclose(get_model("colour_ridge").factory({}).fit(data2).coef, model.coef)
+    # no validation split: generalised cross-validation chooses alpha
+    gcv = get_model("colour_ridge").factory({}).fit(FoldData(targets, np.where(split == "val", "train", split),
+                                                             data.genes, windows=windows))
+    assert np.corrcoef(gcv.predict(data, test)[:, 0], targets[test, 0])[0, 1] > 0.95
+
+
 @pytest.fixture(scope="module")
 def her2st_fold(her2st_root, tmp_path_factory):
     """96 real C2/C3 windows (48 px) with their top-20 log1p-min-max genes, split train/val."""

@@ -53,4 +53,4 @@ def available_models() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import knn, vit  # noqa: F401  (registration side effect)
+    from . import colour_ridge, knn, vit  # noqa: F401  (registration side effect)

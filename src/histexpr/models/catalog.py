@@ -5,6 +5,7 @@ a test checks it against the registry.
 """
 
 MODEL_NEEDS: dict[str, tuple[str, ...]] = {
+    "colour_ridge": ("windows",),
     "knn": ("exemplars",),
     "vit": ("windows",),
 }
