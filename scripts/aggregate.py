@@ -1,4 +1,5 @@
-"""One table per study: mean ± sd over folds of every model's metrics, per gene and per gene group."""
+"""One table per study: every model under every target protocol, mean ± sd over folds, with its margin
+over the reference model; per-gene and per-gene-group tables."""
 import sys
 from pathlib import Path
 
@@ -10,21 +11,25 @@ log = setup_logging(snakemake.log[0])  # noqa: F821
 
 import pandas as pd  # noqa: E402
 
-from histexpr.metrics import aggregate_folds, format_table, summarise_groups  # noqa: E402
+from histexpr.metrics import aggregate_folds, format_table, gene_table, load_predictions, summarise_groups  # noqa: E402
+from histexpr.metrics import margins_over_reference  # noqa: E402
 from histexpr.utils import write_table  # noqa: E402
 
-per_fold = pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.metrics], ignore_index=True)
-genes = pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.genes], ignore_index=True)
-groups = pd.read_csv(snakemake.input.groups[0], sep="\t") if snakemake.input.groups else None
+inp, params = snakemake.input, snakemake.params
+per_fold = pd.concat([pd.read_csv(p, sep="\t") for p in inp.metrics], ignore_index=True)
+genes = pd.concat([pd.read_csv(p, sep="\t") for p in inp.genes], ignore_index=True)
+groups = pd.read_csv(inp.groups[0], sep="\t") if inp.groups else None
 table = aggregate_folds(per_fold)
+if params.reference:
+    log.info("margins over %s: %d paired bootstrap replicates over windows", params.reference, params.bootstrap)
+    margins = margins_over_reference(load_predictions(inp.predictions), params.reference, params.bootstrap,
+                                     params.seed)
+    table = table.merge(margins.drop(columns="n_boot"), on=["model", "protocol", "evaluation"], how="left")
+    table["margin_over"] = params.reference
 log.info("metrics (mean ± sd over folds):\n%s", format_table(table))
 pooled = genes[genes["scope"] == "pooled"]
-per_gene = (pooled.groupby(["model", "gene"], sort=False)
-            .agg(pcc=("pcc", "mean"), pcc_sd=("pcc", "std"), mse=("mse", "mean"), n_folds=("fold", "nunique"),
-                 n_folds_nan=("pcc", lambda s: int(s.isna().sum())))
-            .reset_index())
 by_group = summarise_groups(pooled, groups)
 log.info("PCC by gene group:\n%s", by_group.to_string(index=False))
 write_table(table, snakemake.output.metrics)
-write_table(per_gene, snakemake.output.genes)
+write_table(gene_table(pooled), snakemake.output.genes)
 write_table(by_group, snakemake.output.by_group)

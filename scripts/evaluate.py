@@ -14,15 +14,21 @@ import numpy as np  # noqa: E402
 from histexpr.metrics import evaluate  # noqa: E402
 from histexpr.utils import write_table  # noqa: E402
 
+from histexpr.errors import InputError  # noqa: E402
+
 pred = ad.read_h5ad(snakemake.input[0])
+if "library_size" not in pred.obs:
+    raise InputError(snakemake.input[0], "obs has no 'library_size' (predictions from an older version); rerun training")
 summary, genes = evaluate(np.asarray(pred.layers["truth"]), np.asarray(pred.X),
-                          pred.obs["sample"].astype(str).to_numpy(), pred.var_names.tolist())
-model, fold = snakemake.wildcards.model, int(snakemake.wildcards.fold)
-summary.insert(0, "fold", fold)
-summary.insert(0, "model", model)
-genes.insert(0, "fold", fold)
-genes.insert(0, "model", model)
-log.info("%s fold %d:\n%s", model, fold, summary.to_string(index=False))
+                          pred.obs["sample"].astype(str).to_numpy(), pred.var_names.tolist(),
+                          log_total=np.log1p(pred.obs["library_size"].to_numpy(dtype=np.float64)))
+w = snakemake.wildcards
+model, protocol, fold = w.model, w.protocol, int(w.fold)
+for table in (summary, genes):
+    table.insert(0, "fold", fold)
+    table.insert(0, "protocol", protocol)
+    table.insert(0, "model", model)
+log.info("%s, %s targets, fold %d:\n%s", model, protocol, fold, summary.to_string(index=False))
 if summary["n_nan_pcc"].iloc[0]:
     log.warning("%d gene(s) have an undefined PCC (constant truth or prediction); they are left out of PCC@*",
                 summary["n_nan_pcc"].iloc[0])

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from histexpr.data.expression import build_fold_expression  # noqa: E402
 from histexpr.utils import write_h5ad  # noqa: E402
 
-fold = int(snakemake.wildcards.fold)
+fold, protocol = int(snakemake.wildcards.fold), snakemake.wildcards.protocol
 folds = pd.read_csv(snakemake.input.folds, sep="\t", dtype={"sample": str, "patient": str, "spot": str})
 folds = folds[folds["fold"] == fold]
 adatas, sources = {}, {}
@@ -22,8 +22,8 @@ for path in snakemake.input.samples:
     a = ad.read_h5ad(path)
     name = str(a.obs["sample"].iloc[0])
     adatas[name], sources[name] = a, path
-out = build_fold_expression(adatas, folds, snakemake.params.expression, sources)
-log.info("fold %d: %d genes x %d spots (train %d, val %d, test %d); normalisation %s", fold, out.n_vars, out.n_obs,
+out = build_fold_expression(adatas, folds, snakemake.params.expression, sources, protocol=protocol)
+log.info("fold %d, protocol %s: %d genes x %d spots (train %d, val %d, test %d); normalisation %s", fold, protocol, out.n_vars, out.n_obs,
          (out.obs["split"] == "train").sum(), (out.obs["split"] == "val").sum(), (out.obs["split"] == "test").sum(),
          out.uns["normalisation"])
 write_h5ad(out, snakemake.output[0])

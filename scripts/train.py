@@ -20,7 +20,7 @@ from histexpr.models import get_model  # noqa: E402
 from histexpr.train.loop import TrainConfig, fit, predict  # noqa: E402
 from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_h5ad, write_table  # noqa: E402
 
-name, fold = snakemake.wildcards.model, int(snakemake.wildcards.fold)
+name, fold, protocol = snakemake.wildcards.model, int(snakemake.wildcards.fold), snakemake.wildcards.protocol
 spec = get_model(name)
 cfg = TrainConfig.from_dict(snakemake.params.train)
 set_threads(snakemake.threads)
@@ -30,7 +30,7 @@ tiles = {Path(p).stem: p for p in inp.tiles} if "tiles" in inp.keys() else None
 data = FoldData.load(inp.expression, window_paths=tiles, embeddings=inp.get("embeddings"),
                      exemplars=inp.get("exemplars"))
 test_rows = data.index("test")
-log.info("%s, fold %d: %d genes; train/val/test windows %d/%d/%d", name, fold, data.n_genes,
+log.info("%s, %s targets, fold %d: %d genes; train/val/test windows %d/%d/%d", name, protocol, fold, data.n_genes,
          len(data.index("train")), len(data.index("val")), len(test_rows))
 
 if spec.kind == "neural":
@@ -54,7 +54,7 @@ test = data.adata[test_rows]
 out = ad.AnnData(X=pred.astype(np.float32), obs=test.obs.copy(), var=test.var.copy())
 out.layers["truth"] = np.asarray(test.X, dtype=np.float32)
 out.obsm["spatial"] = np.asarray(test.obsm["spatial"])
-out.uns["model"], out.uns["fold"] = name, fold
+out.uns["model"], out.uns["fold"], out.uns["protocol"] = name, fold, protocol
 out.uns["spatial"] = {}
 for path in inp.samples:
     sample = Path(path).stem

@@ -63,7 +63,7 @@ def test_exemplars_never_share_the_query_patient(her2st_run):
     _, _, out = her2st_run
     for fold in (1, 2):
         ex = pd.read_csv(out / f"fold_{fold}" / "exemplars.tsv", sep="\t")
-        obs = ad.read_h5ad(out / f"fold_{fold}" / "expression.h5ad", backed="r").obs
+        obs = ad.read_h5ad(out / f"fold_{fold}" / "raw" / "expression.h5ad", backed="r").obs
         assert len(ex) and (ex["query_patient"] != ex["exemplar_patient"]).all()
         assert set(ex["exemplar"]) <= set(obs.index[obs["split"] == "train"])  # pool = training windows only
         test = ex[ex["query_split"] == "test"]
@@ -73,7 +73,7 @@ def test_exemplars_never_share_the_query_patient(her2st_run):
 def test_normalisation_fitted_on_training_sections_only(her2st_run):
     _, _, out = her2st_run
     for fold in (1, 2):
-        e = ad.read_h5ad(out / f"fold_{fold}" / "expression.h5ad")
+        e = ad.read_h5ad(out / f"fold_{fold}" / "raw" / "expression.h5ad")
         train = (e.obs["split"] == "train").to_numpy()
         logged = np.log1p(np.asarray(e.layers["counts"], dtype=np.float64))
         np.testing.assert_allclose(e.var["min"], logged[train].min(axis=0), rtol=1e-6)
@@ -84,27 +84,59 @@ def test_normalisation_fitted_on_training_sections_only(her2st_run):
         assert e.n_vars == 250
 
 
-def test_metrics_table_complete_and_finite(her2st_run):
+def test_library_size_targets_use_training_statistics_and_the_same_genes(her2st_run):
+    _, _, out = her2st_run
+    for fold in (1, 2):
+        raw = ad.read_h5ad(out / f"fold_{fold}" / "raw" / "expression.h5ad")
+        lib = ad.read_h5ad(out / f"fold_{fold}" / "library_size" / "expression.h5ad")
+        assert lib.var_names.tolist() == raw.var_names.tolist() and (lib.obs_names == raw.obs_names).all()
+        train = (lib.obs["split"] == "train").to_numpy()
+        values = np.log1p(np.asarray(lib.layers["counts"], dtype=np.float64)
+                          / lib.obs["library_size"].to_numpy()[:, None] * 1e4)
+        np.testing.assert_allclose(lib.var["min"], values[train].min(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(lib.var["max"], values[train].max(axis=0), rtol=1e-6)
+
+
+MODELS = ("knn", "vit", "colour_ridge")
+PROTOCOLS = ("raw", "library_size")
+
+
+def test_metrics_table_lists_every_model_under_both_protocols_with_its_margin(her2st_run):
     _, _, out = her2st_run
     m = pd.read_csv(out / "metrics.tsv", sep="\t")
-    assert set(zip(m["model"], m["evaluation"])) == {(a, b) for a in ("knn", "vit") for b in ("pooled", "per_slide")}
-    values = m.drop(columns=["model", "evaluation"]).to_numpy(dtype=float)
-    assert np.isfinite(values).all() and (m["n_folds"] == 2).all()
+    print("\n" + (out / "logs" / "aggregate.log").read_text())
+    assert set(zip(m["model"], m["protocol"], m["evaluation"])) == {
+        (a, p, e) for a in MODELS for p in PROTOCOLS for e in ("pooled", "per_slide")}
+    values = m[["MSE", "MAE", "PCC@F", "PCC@S", "PCC@M", "pPCC@M", "PCC@M_sd"]].to_numpy(dtype=float)
+    assert np.isfinite(values).all() and (m["n_folds"] == 2).all() and (m["margin_over"] == "colour_ridge").all()
+    others = m[m["model"] != "colour_ridge"]
+    assert np.isfinite(others[["dPCC@M", "dPCC@M_lo", "dPCC@M_hi"]].to_numpy(dtype=float)).all()
+    assert (others["dPCC@M_lo"] <= others["dPCC@M"]).all() and (others["dPCC@M"] <= others["dPCC@M_hi"]).all()
+    assert m.loc[m["model"] == "colour_ridge", "dPCC@M"].isna().all()
+    # the margin is the difference of the table's own PCC@M
+    ref = m[m["model"] == "colour_ridge"].set_index(["protocol", "evaluation"])["PCC@M"]
+    for _, row in others.iterrows():
+        assert row["dPCC@M"] == pytest.approx(row["PCC@M"] - ref[(row["protocol"], row["evaluation"])], abs=1e-9)
     genes = pd.read_csv(out / "genes.tsv", sep="\t")
-    assert len(genes) == 2 * genes["gene"].nunique()
-    pred = ad.read_h5ad(out / "vit" / "fold_1" / "predictions.h5ad")
+    assert len(genes) == len(MODELS) * len(PROTOCOLS) * genes["gene"].nunique()
+    assert {"pcc", "partial_pcc", "pcc_other_protocol", "other_protocol"} <= set(genes.columns)
+    both = genes.set_index(["model", "protocol", "gene"])
+    row = genes.iloc[0]
+    assert row["pcc_other_protocol"] == both.loc[(row["model"], row["other_protocol"], row["gene"]), "pcc"]
+    pred = ad.read_h5ad(out / "vit" / "raw" / "fold_1" / "predictions.h5ad")
     assert set(pred.obs["sample"]) == {"A1"} and "A1" in pred.uns["spatial"] and pred.obsm["spatial"].shape[1] == 2
 
 
 def test_single_fold_reruns_by_target(her2st_run):
     work, cfg, out = her2st_run
-    target = out / "vit" / "fold_1" / "metrics.tsv"
+    target = out / "vit" / "raw" / "fold_1" / "metrics.tsv"
     before = pd.read_csv(target, sep="\t")
-    shutil.rmtree(out / "vit" / "fold_1")
+    shutil.rmtree(out / "vit" / "raw" / "fold_1")
     res = run_snakemake(work, cfg, str(target.relative_to(work)))
     assert res.returncode == 0, res.stderr[-4000:]
     log = res.stdout + res.stderr
-    assert "rule train:" in log and "rule tile:" not in log and "fold_2" not in log.split("Job stats")[0]
+    jobs = log.split("Job stats")[0]
+    assert "rule train:" in log and "rule tile:" not in log and "fold_2" not in jobs and "library_size" not in jobs
     pd.testing.assert_frame_equal(pd.read_csv(target, sep="\t"), before)  # seeded: the same numbers again
 
 
@@ -119,8 +151,41 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     out = tmp_path / "results" / "demo"
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
-    assert set(zip(groups["model"], groups["group"])) == {(m, g) for m in ("knn", "vit") for g in ("image", "noise")}
+    assert set(zip(groups["model"], groups["protocol"], groups["group"])) == {
+        (m, p, g) for m in MODELS for p in PROTOCOLS for g in ("image", "noise")}
     assert "SYNTHETIC" in (tmp_path / "resources" / "demo" / "logs" / "make_demo.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def her2st_sections_run(her2st_root, tmp_path_factory):
+    """colour_ridge alone, leave-one-section-out over A1, C2-C5, both protocols."""
+    work = tmp_path_factory.mktemp("her2st_sections")
+    cfg = yaml.safe_load((REPO / "config" / "her2st.yaml").read_text())
+    cfg["samples"]["root"] = str(her2st_root)
+    cfg["tiling"]["window_px"] = 64
+    cfg.update({"folds": {"level": "sample", "k": "loo"}, "models": ["colour_ridge"]})
+    path = work / "her2st.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(work, path)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-8000:]
+    return work / "results" / "her2st"
+
+
+def test_colour_ridge_floor_on_her2st_sections(her2st_sections_run):
+    out = her2st_sections_run
+    rows = []
+    for protocol in PROTOCOLS:
+        for fold in range(1, 6):
+            m = pd.read_csv(out / "colour_ridge" / protocol / f"fold_{fold}" / "metrics.tsv", sep="\t")
+            pooled = m[m["scope"] == "pooled"].iloc[0]
+            section = m.loc[m["scope"] == "slide", "slide"].item()
+            rows.append({"section": section, "protocol": protocol, "PCC@M": pooled["PCC@M"], "pPCC@M": pooled["pPCC@M"]})
+    table = pd.DataFrame(rows).pivot(index="section", columns="protocol", values=["PCC@M", "pPCC@M"])
+    print("\ncolour_ridge, leave-one-section-out:\n", table.round(3))
+    assert sorted(table.index) == ["A1", "C2", "C3", "C4", "C5"]
+    assert (table.loc[["C3", "C4", "C5"], ("PCC@M", "raw")] >= 0.35).all()
+    assert (table.loc[["C3", "C4", "C5"], ("PCC@M", "library_size")] <= 0.25).all()
+    assert "alpha" in (out / "logs" / "train" / "colour_ridge" / "raw" / "fold_1.log").read_text()
 
 
 def test_her2st_defaults_to_cloning_the_repository(tmp_path):

@@ -18,14 +18,22 @@ def show(results_dir: str) -> int:
     study = os.path.basename(os.path.normpath(results_dir))
     if os.path.exists(os.path.join("resources", "demo", "SYNTHETIC_DATA.txt")) and study == "demo":
         print("NOTE: the demo study is SYNTHETIC (see resources/demo/SYNTHETIC_DATA.txt).\n")
-    print(f"Metrics table: {path}  (mean ± sd over test folds; per_slide = each test slide alone, then averaged)\n")
-    print(format_table(pd.read_csv(path, sep="\t")))
+    table = pd.read_csv(path, sep="\t")
+    print(f"Metrics table: {path}  (mean ± sd over test folds; per_slide = each test slide alone, then averaged)")
+    print("Target protocols: raw = log1p + min-max of counts (EGN); library_size = counts per 10k first (ST-Net, "
+          "TCGN).\npPCC@M = partial PCC given the spot's log total count (what is predicted beyond cellularity).")
+    if "margin_over" in table:
+        print(f"ΔPCC@M = margin over {table['margin_over'].iloc[0]} on the same windows, 95% paired bootstrap "
+              "interval over windows.")
+    print()
+    print(format_table(table))
     groups = os.path.join(results_dir, "metrics_by_group.tsv")
     if os.path.exists(groups):
         g = pd.read_csv(groups, sep="\t")
         g["PCC@M"] = [f"{a:.3f} ± {b:.3f}" if b == b else f"{a:.3f}" for a, b in zip(g["PCC@M"], g["PCC@M_sd"])]
         print(f"\nPCC by gene group: {groups}\n")
-        print(g[["model", "group", "n_genes", "PCC@M", "PCC@S", "n_folds"]].to_string(index=False,
+        cols = [c for c in ("model", "protocol", "group", "n_genes", "PCC@M", "PCC@S", "n_folds") if c in g]
+        print(g[cols].to_string(index=False,
                                                                                   float_format=lambda v: f"{v:.3f}"))
     return 0
 

@@ -24,13 +24,17 @@ config.update(
 )
 
 R = f"results/{config['study']}"
-MODELS = config["models"]
+PROTOCOLS = config["expression"]["protocols"]
+REFERENCE = config["evaluation"]["reference"]
+# The reference (colour_ridge by default) is in every study's table.
+MODELS = config["models"] + ([REFERENCE] if REFERENCE and REFERENCE not in config["models"] else [])
 
 
 wildcard_constraints:
     sample=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
     model="|".join(MODELS),
+    protocol="|".join(PROTOCOLS),
 
 
 def sheet_source():
@@ -80,11 +84,16 @@ def sample_tiles(wildcards):
     return expand(f"{R}/tiles/{{sample}}.npy", sample=sample_names())
 
 
+def fold_spots(wildcards):
+    """The fold's spot table (order and split); it is the same under every target protocol."""
+    return f"{R}/fold_{wildcards.fold}/{PROTOCOLS[0]}/expression.h5ad"
+
+
 def model_inputs(wildcards):
     """Only the files the model uses (see histexpr.models.catalog)."""
     needs = MODEL_NEEDS[wildcards.model]
     fold = f"{R}/fold_{wildcards.fold}"
-    files = {"expression": f"{fold}/expression.h5ad", "samples": sample_h5ads(wildcards)}
+    files = {"expression": f"{fold}/{wildcards.protocol}/expression.h5ad", "samples": sample_h5ads(wildcards)}
     if "windows" in needs:
         files["tiles"] = sample_tiles(wildcards)
     if "embeddings" in needs or "exemplars" in needs:
@@ -94,12 +103,14 @@ def model_inputs(wildcards):
     return files
 
 
-def per_fold_metrics(wildcards):
-    return expand(f"{R}/{{model}}/fold_{{fold}}/metrics.tsv", model=MODELS, fold=fold_ids())
+def per_fold(name):
+    """``name`` of every (model, protocol, fold)."""
 
+    def files(wildcards):
+        return expand(f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/{name}", model=MODELS, protocol=PROTOCOLS,
+                      fold=fold_ids())
 
-def per_fold_genes(wildcards):
-    return expand(f"{R}/{{model}}/fold_{{fold}}/genes.tsv", model=MODELS, fold=fold_ids())
+    return files
 
 
 def gene_groups():

@@ -1,16 +1,17 @@
-# Metrics per (model, fold), then one table per study.
+# Metrics per (model, protocol, fold), then one table per study with every
+# model's margin over the reference (colour_ridge).
 
 
 rule evaluate:
     input:
-        f"{R}/{{model}}/fold_{{fold}}/predictions.h5ad",
+        f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/predictions.h5ad",
     output:
-        metrics=f"{R}/{{model}}/fold_{{fold}}/metrics.tsv",
-        genes=f"{R}/{{model}}/fold_{{fold}}/genes.tsv",
+        metrics=f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/metrics.tsv",
+        genes=f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/genes.tsv",
     log:
-        f"{R}/logs/evaluate/{{model}}/fold_{{fold}}.log",
+        f"{R}/logs/evaluate/{{model}}/{{protocol}}/fold_{{fold}}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{{model}}/fold_{{fold}}.tsv"
+        f"{R}/benchmarks/evaluate/{{model}}/{{protocol}}/fold_{{fold}}.tsv"
     conda:
         ENV
     script:
@@ -19,13 +20,18 @@ rule evaluate:
 
 rule aggregate:
     input:
-        metrics=per_fold_metrics,
-        genes=per_fold_genes,
+        metrics=per_fold("metrics.tsv"),
+        genes=per_fold("genes.tsv"),
+        predictions=per_fold("predictions.h5ad"),
         groups=gene_groups(),
     output:
         metrics=f"{R}/metrics.tsv",
         genes=f"{R}/genes.tsv",
         by_group=f"{R}/metrics_by_group.tsv",
+    params:
+        reference=REFERENCE,
+        bootstrap=config["evaluation"]["bootstrap"],
+        seed=config["evaluation"]["seed"],
     log:
         f"{R}/logs/aggregate.log",
     benchmark:

@@ -5,7 +5,7 @@
 rule exemplars:
     input:
         embeddings=f"{R}/fold_{{fold}}/embeddings.npy",
-        expression=f"{R}/fold_{{fold}}/expression.h5ad",
+        expression=fold_spots,
     output:
         table=f"{R}/fold_{{fold}}/exemplars.tsv",
         arrays=f"{R}/fold_{{fold}}/exemplars.npz",

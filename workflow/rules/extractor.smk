@@ -4,7 +4,7 @@
 
 rule train_extractor:
     input:
-        expression=f"{R}/fold_{{fold}}/expression.h5ad",
+        expression=fold_spots,
         tiles=sample_tiles,
     output:
         model=f"{R}/fold_{{fold}}/extractor/model.pt",
@@ -27,7 +27,7 @@ rule train_extractor:
 rule embed:
     input:
         model=f"{R}/fold_{{fold}}/extractor/model.pt",
-        expression=f"{R}/fold_{{fold}}/expression.h5ad",
+        expression=fold_spots,
         tiles=sample_tiles,
     output:
         f"{R}/fold_{{fold}}/embeddings.npy",

@@ -24,13 +24,13 @@ rule expression:
         folds=f"{R}/folds.tsv",
         samples=sample_h5ads,
     output:
-        f"{R}/fold_{{fold}}/expression.h5ad",
+        f"{R}/fold_{{fold}}/{{protocol}}/expression.h5ad",
     params:
         expression=config["expression"],
     log:
-        f"{R}/logs/expression/fold_{{fold}}.log",
+        f"{R}/logs/expression/fold_{{fold}}_{{protocol}}.log",
     benchmark:
-        f"{R}/benchmarks/expression/fold_{{fold}}.tsv"
+        f"{R}/benchmarks/expression/fold_{{fold}}_{{protocol}}.tsv"
     conda:
         ENV
     script:
