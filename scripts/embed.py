@@ -11,15 +11,14 @@ log = setup_logging(snakemake.log[0])  # noqa: F821
 import torch  # noqa: E402
 
 from histexpr.data.windows import WindowStore  # noqa: E402
-from histexpr.models.autoencoder import ConvAutoencoder  # noqa: E402
+from histexpr.train.extractor import load_extractor  # noqa: E402
 from histexpr.train.extractor import embed  # noqa: E402
 from histexpr.utils import resolve_device, set_threads, write_npy  # noqa: E402
 
 set_threads(snakemake.threads)
 ckpt = torch.load(snakemake.input.model, map_location="cpu", weights_only=False)
-p = ckpt["params"]
-model = ConvAutoencoder(p["input_px"], p["dim"], p["width"])
-model.load_state_dict(ckpt["state_dict"])
+model = load_extractor(ckpt)
+log.info("extractor: %s, %d-dimensional global view", ckpt.get("kind", "autoencoder"), model.dim)
 windows = WindowStore(snakemake.input.tiles)
 emb = embed(model, windows, resolve_device(snakemake.params.device))
 log.info("embedded %d windows into %d dimensions", *emb.shape)

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from histexpr.data.windows import WindowStore  # noqa: E402
-from histexpr.train.extractor import DEFAULTS, train_autoencoder  # noqa: E402
+from histexpr.train.extractor import DEFAULTS, train_extractor  # noqa: E402
 from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_table  # noqa: E402
 
 set_threads(snakemake.threads)
@@ -22,12 +22,12 @@ obs = ad.read_h5ad(snakemake.input.expression, backed="r").obs
 windows = WindowStore(snakemake.input.tiles)
 assert len(windows) == len(obs), "tiles and fold expression disagree"
 split = obs["split"].to_numpy()
-params = {**DEFAULTS, **{k: v for k, v in snakemake.params.extractor.items() if k != "kind"}}
+params = {**DEFAULTS, **snakemake.params.extractor}
 device = resolve_device(snakemake.params.device)
 train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
 log.info("extractor %s on %s: %d training, %d validation windows (test windows unseen)", params, device,
          len(train_rows), len(val_rows))
-model, history = train_autoencoder(windows, train_rows, val_rows, params, device, seed=snakemake.params.seed)
+model, history = train_extractor(windows, train_rows, val_rows, params, device, seed=snakemake.params.seed)
 with atomic_path(snakemake.output.model, suffix=".pt") as tmp:
-    torch.save({"kind": "autoencoder", "params": params, "state_dict": model.state_dict()}, tmp)
+    torch.save({"kind": params["kind"], "params": params, "state_dict": model.state_dict()}, tmp)
 write_table(history, snakemake.output.history)
