@@ -2,7 +2,9 @@
 
 Two kinds of entry:
 
-* **neural** models are ``torch.nn.Module`` factories ``build(n_genes, params)``
+* **neural** models are ``torch.nn.Module`` factories
+  ``build(n_genes, params, img_size=, d_code=)`` (``d_code``: the extractor's
+  code dimension, for models that read embeddings)
   whose ``forward(batch)`` takes a dict (``image``: normalised ``(B, 3, H, W)``;
   later models also read ``embedding``, ``exemplar_embedding``,
   ``exemplar_target``) and returns ``(B, n_genes)``; they share one training
@@ -53,4 +55,4 @@ def available_models() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import colour_ridge, knn, vit  # noqa: F401  (registration side effect)
+    from . import colour_ridge, egn, knn, vit  # noqa: F401  (registration side effect)

@@ -8,4 +8,31 @@ MODEL_NEEDS: dict[str, tuple[str, ...]] = {
     "colour_ridge": ("windows",),
     "knn": ("exemplars",),
     "vit": ("windows",),
+    "egn": ("windows", "embeddings", "exemplars"),
+    "egn_backbone_only": ("windows",),
+    "egn_no_eb_block": ("windows", "embeddings"),
+    "egn_no_projector": ("windows", "embeddings", "exemplars"),
+    "egn_pretrained_e_linear": ("embeddings",),
 }
+
+# Models whose settings live under another model's model_params key (EGN's ablations share EGN's).
+PARAMS_KEY: dict[str, str] = {name: "egn" for name in MODEL_NEEDS if name.startswith("egn_")}
+
+
+def split_run(name: str) -> tuple[str, dict]:
+    """A run name, ``<model>`` or a sweep point ``<model>-<param>-<value>``, as (model, overrides)."""
+    if "-" not in name:
+        return name, {}
+    base, param, value = name.split("-", 2)
+    number = float(value)
+    return base, {param: int(number) if number.is_integer() and "." not in value else number}
+
+
+def sweep_name(model: str, param: str, value) -> str:
+    return f"{model}-{param}-{value}"
+
+
+def params_key(model: str) -> str:
+    """The ``model_params`` key a model (or a sweep point) reads."""
+    base = split_run(model)[0]
+    return PARAMS_KEY.get(base, base)

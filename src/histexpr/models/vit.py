@@ -37,7 +37,7 @@ class ViTRegressor(nn.Module):
 
 
 @register_model("vit", kind="neural", needs=("windows",), description="timm ViT trained from scratch")
-def build_vit(n_genes: int, params: dict, img_size: int) -> nn.Module:
+def build_vit(n_genes: int, params: dict, img_size: int, **_) -> nn.Module:
     p = {**DEFAULTS, **(params or {})}
     model = ViTRegressor(n_genes, img_size, p["patch_size"], p["embed_dim"], p["depth"], p["num_heads"],
                          p["mlp_ratio"], p["drop_path"], p["global_pool"])
