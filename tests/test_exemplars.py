@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from histexpr.retrieval import build_index, exemplar_table, search_exemplars
+from histexpr.retrieval.exemplars import exact_search
 
 
 @pytest.mark.parametrize("metric", ["l2", "l1", "cosine"])
@@ -26,6 +27,10 @@ def test_exemplars_match_brute_force_and_skip_own_patient(metric):
     np.testing.assert_array_equal(idx, np.argsort(d, axis=1, kind="stable")[:, :5])
     np.testing.assert_allclose(dist, np.sort(d, axis=1)[:, :5], rtol=1e-4, atol=1e-4)
     assert (patient[pool][idx] != patient[:, None]).all()
+    # the NumPy fallback (no FAISS) agrees
+    idx2, dist2 = exact_search(emb[pool], emb, patient, patient[pool], 5, metric)
+    np.testing.assert_array_equal(idx2, idx)
+    np.testing.assert_allclose(dist2, dist, rtol=1e-4, atol=1e-4)
 
 
 def test_missing_exemplars_are_marked_and_table_is_long():

@@ -143,3 +143,54 @@ def test_batches_normalise_and_augment_on_the_fly(her2st_fold):
         variants += [torch.flip(v, (2,)) for v in variants]
         assert any(torch.equal(a, v) for v in variants)
     torch.testing.assert_close(aug["target"], plain["target"])
+
+
+@pytest.fixture(scope="module")
+def her2st_c234(her2st_root):
+    """Every window of C2, C3, C4 (32 px) with the sections' top-50 log1p-min-max genes."""
+    sheet = build_her2st_sheet(her2st_root).set_index("sample")
+    parts, windows = [], []
+    for s in ("C2", "C3", "C4"):
+        a = read_st_sample(sheet.loc[s, "counts"], sheet.loc[s, "spots"])
+        with open_image(sheet.loc[s, "image"]) as slide:
+            res = tile_spots(slide, a.obsm["spatial"], estimate_um_per_px(a.obsm["spatial"], 200), 112, 32, 0.0)
+        windows.append(res.windows)
+        a.obs["sample"] = s
+        parts.append(a)
+    genes = common_genes({p.obs["sample"].iloc[0]: p for p in parts})
+    counts = np.concatenate([p[:, genes].X.toarray() for p in parts])
+    y = np.log1p(counts[:, np.argsort(-counts.mean(axis=0))[:50]])
+    y = (y - y.min(0)) / (y.max(0) - y.min(0))
+    return np.concatenate(windows), y, np.concatenate([p.obs["sample"].to_numpy() for p in parts])
+
+
+def test_stylegan_extractor_learns_and_retrieves_expression_like_exemplars(her2st_c234):
+    """E + G + F on real windows: reconstruction falls, and E's 9 nearest windows of other sections have
+    closer expression than random windows of those sections (mean L2 distance over 50 genes)."""
+    from histexpr.retrieval.exemplars import exact_search
+    from histexpr.train.extractor import build_extractor, embed, train_extractor
+
+    windows, y, sample = her2st_c234
+    c3 = np.flatnonzero(sample == "C3")
+    train = np.concatenate([np.flatnonzero(sample == "C2"), c3[: len(c3) // 2]])
+    val, query = c3[len(c3) // 2:], np.flatnonzero(sample == "C4")
+    params = {"kind": "stylegan", "input_px": 32, "dim": 16, "width": 8, "cap": 64, "epochs": 3, "batch_size": 32,
+              "lpips": "random"}
+    torch.manual_seed(0)
+    before = reconstruction_l1(build_extractor(params), windows, val, 32, torch.device("cpu"))
+    model, hist = train_extractor(windows, train, val, params, torch.device("cpu"), seed=0)
+    print(f"\nvalidation L1 before training {before:.4f}\n"
+          + hist[["epoch", "train_l1", "train_lpips", "train_adv", "train_d", "val_l1"]].round(4).to_string())
+    assert hist["val_l1"].min() < 0.8 * before
+    assert hist["val_l1"].iloc[-1] < hist["val_l1"].iloc[0]
+    assert np.isfinite(hist.drop(columns="epoch").to_numpy()).all()
+    emb = embed(model, windows, torch.device("cpu"))
+    assert emb.shape == (len(windows), 16) and np.isfinite(emb).all()
+    idx, _ = exact_search(emb[train], emb[query], sample[query], sample[train], 9, "l2")
+    assert (idx >= 0).all() and (sample[train][idx] != "C4").all()
+    near = np.linalg.norm(y[query][:, None] - y[train][idx], axis=-1).mean()
+    rng = np.random.default_rng(0)
+    rand = np.mean([np.linalg.norm(y[query] - y[rng.choice(train, len(query))], axis=1).mean() for _ in range(50)])
+    print(f"C4 windows: mean expression distance to their 9 exemplars {near:.3f}, to random training windows "
+          f"{rand:.3f}")
+    assert near < 0.95 * rand

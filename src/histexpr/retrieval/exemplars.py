@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-import faiss
 import numpy as np
 import pandas as pd
 
@@ -28,8 +27,10 @@ def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
     return x
 
 
-def build_index(pool: np.ndarray, metric: str = "l2") -> faiss.Index:
-    """Exact index over ``pool`` (``(n, d)``) whose ids are row numbers."""
+def build_index(pool: np.ndarray, metric: str = "l2"):
+    """Exact FAISS index over ``pool`` (``(n, d)``) whose ids are row numbers."""
+    import faiss
+
     if metric not in METRICS:
         raise ValueError(f"unknown exemplar metric {metric!r}; choose one of {', '.join(METRICS)}")
     d = pool.shape[1]
@@ -39,7 +40,7 @@ def build_index(pool: np.ndarray, metric: str = "l2") -> faiss.Index:
     return index
 
 
-def search_exemplars(index: faiss.Index, queries: np.ndarray, query_groups: np.ndarray, pool_groups: np.ndarray,
+def search_exemplars(index, queries: np.ndarray, query_groups: np.ndarray, pool_groups: np.ndarray,
                      k: int, metric: str = "l2", query_ids: np.ndarray | None = None,
                      pool_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest ``k`` pool rows for each query, never from the query's own group.
@@ -56,6 +57,8 @@ def search_exemplars(index: faiss.Index, queries: np.ndarray, query_groups: np.n
         ``(q, k)`` pool row numbers (-1 where fewer than k are eligible) and
         ``(q, k)`` distances (NaN there), nearest first.
     """
+    import faiss
+
     q = _prepare(queries, metric)
     idx = np.full((len(q), k), -1, dtype=np.int64)
     dist = np.full((len(q), k), np.nan, dtype=np.float64)
@@ -82,6 +85,33 @@ def search_exemplars(index: faiss.Index, queries: np.ndarray, query_groups: np.n
                 D = 1.0 - D
             idx[qrows] = np.where(valid, I, -1)
             dist[qrows] = np.where(valid, D, np.nan)
+    return idx, dist
+
+
+def exact_search(pool: np.ndarray, queries: np.ndarray, query_groups: np.ndarray, pool_groups: np.ndarray,
+                 k: int, metric: str = "l2", chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force :func:`search_exemplars` (same arguments and returns, no FAISS, no ``*_ids``)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown exemplar metric {metric!r}; choose one of {', '.join(METRICS)}")
+    p, q = _prepare(pool, metric).astype(np.float64), _prepare(queries, metric).astype(np.float64)
+    pool_groups = np.asarray(pool_groups).astype(str)
+    query_groups = np.asarray(query_groups).astype(str)
+    idx = np.full((len(q), k), -1, dtype=np.int64)
+    dist = np.full((len(q), k), np.nan)
+    for start in range(0, len(q), chunk):
+        qq = q[start:start + chunk]
+        if metric == "l2":
+            d = np.sqrt(np.maximum((qq**2).sum(1)[:, None] + (p**2).sum(1)[None] - 2 * qq @ p.T, 0))
+        elif metric == "l1":
+            d = np.abs(qq[:, None, :] - p[None]).sum(-1)
+        else:
+            d = 1.0 - qq @ p.T
+        d[query_groups[start:start + chunk, None] == pool_groups[None, :]] = np.inf
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        dd = np.take_along_axis(d, order, 1)
+        ok = np.isfinite(dd)
+        idx[start:start + chunk, :order.shape[1]] = np.where(ok, order, -1)
+        dist[start:start + chunk, :order.shape[1]] = np.where(ok, dd, np.nan)
     return idx, dist
 
 
