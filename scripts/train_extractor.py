@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from histexpr.data.windows import WindowStore  # noqa: E402
-from histexpr.train.extractor import DEFAULTS, train_extractor  # noqa: E402
+from histexpr.train.extractor import DEFAULTS, FIXED_KINDS, train_extractor  # noqa: E402
 from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_table  # noqa: E402
 
 set_threads(snakemake.threads)
@@ -29,5 +29,7 @@ log.info("extractor %s on %s: %d training, %d validation windows (test windows u
          len(train_rows), len(val_rows))
 model, history = train_extractor(windows, train_rows, val_rows, params, device, seed=snakemake.params.seed)
 with atomic_path(snakemake.output.model, suffix=".pt") as tmp:
-    torch.save({"kind": params["kind"], "params": params, "state_dict": model.state_dict()}, tmp)
+    # fixed ImageNet feature spaces are rebuilt from the torch hub cache; only trained weights are saved
+    state = None if params["kind"] in FIXED_KINDS else model.state_dict()
+    torch.save({"kind": params["kind"], "params": params, "state_dict": state}, tmp)
 write_table(history, snakemake.output.history)

@@ -194,3 +194,35 @@ def test_stylegan_extractor_learns_and_retrieves_expression_like_exemplars(her2s
     print(f"C4 windows: mean expression distance to their 9 exemplars {near:.3f}, to random training windows "
           f"{rand:.3f}")
     assert near < 0.95 * rand
+
+
+def test_alexnet_lpips_feature_space_makes_l2_the_lpips_distance():
+    """||φ(x) - φ(y)||² equals the lpips package's distance (checked with a random trunk: no weights offline)."""
+    from histexpr.models.pretrained_features import LPIPSFeatures
+
+    torch.manual_seed(0)
+    feats = LPIPSFeatures(input_px=64, pretrained=False)
+    x, y = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    phi = feats.encode(x) - feats.encode(y)
+    with torch.no_grad():
+        ref = feats.lpips(x * 2 - 1, y * 2 - 1).flatten()
+    torch.testing.assert_close(phi.pow(2).sum(1), ref, rtol=1e-4, atol=1e-6)
+    assert phi.shape[1] == feats.dim > 10_000
+
+
+def test_imagenet_feature_spaces_refuse_to_run_without_weights(tmp_path, monkeypatch):
+    from histexpr.errors import ConfigError
+    from histexpr.train.extractor import build_extractor
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
+    for kind in ("resnet50", "alexnet_lpips"):
+        with pytest.raises(ConfigError, match="ImageNet .* weights at .*no download"):
+            build_extractor({"kind": kind, "input_px": 64})
+
+
+def test_resnet50_feature_space_shape():
+    from histexpr.models.pretrained_features import ResNet50Features
+
+    feats = ResNet50Features(input_px=64, pretrained=False).eval()
+    with torch.no_grad():
+        assert feats.encode(torch.rand(2, 3, 64, 64)).shape == (2, 2048)

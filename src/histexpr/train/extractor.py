@@ -37,20 +37,33 @@ LPIPS_TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.
                      "squeeze": "squeezenet1_1-b8a52dc0.pth"}
 
 
-def build_extractor(params: dict) -> torch.nn.Module:
-    """The extractor a config describes (``kind`` ``stylegan`` or ``autoencoder``)."""
+KINDS = ("stylegan", "autoencoder", "resnet50", "alexnet_lpips")
+FIXED_KINDS = ("resnet50", "alexnet_lpips")  # ImageNet feature spaces of EGN's Table 2: nothing to train
+
+
+def build_extractor(params: dict, pretrained: bool = True) -> torch.nn.Module:
+    """The extractor a config describes (``kind`` one of :data:`KINDS`)."""
     p = {**DEFAULTS, **(params or {})}
     if p["kind"] == "stylegan":
         return StyleExtractor(p["input_px"], p["dim"], p["width"], p["cap"])
     if p["kind"] == "autoencoder":
         return ConvAutoencoder(p["input_px"], p["dim"], p["width"])
-    raise ConfigError(None, f"unknown extractor kind {p['kind']!r}; choose stylegan or autoencoder")
+    if p["kind"] == "resnet50":
+        from ..models.pretrained_features import ResNet50Features
+
+        return ResNet50Features(p["input_px"], pretrained)
+    if p["kind"] == "alexnet_lpips":
+        from ..models.pretrained_features import LPIPSFeatures
+
+        return LPIPSFeatures(p["input_px"], pretrained)
+    raise ConfigError(None, f"unknown extractor kind {p['kind']!r}; choose one of {', '.join(KINDS)}")
 
 
 def load_extractor(checkpoint: dict) -> torch.nn.Module:
-    """Rebuild a saved extractor (``{"kind", "params", "state_dict"}``)."""
+    """Rebuild a saved extractor (``{"kind", "params", "state_dict"}``; fixed kinds reload ImageNet weights)."""
     model = build_extractor({**checkpoint["params"], "kind": checkpoint.get("kind", "autoencoder")})
-    model.load_state_dict(checkpoint["state_dict"])
+    if checkpoint.get("state_dict") is not None:
+        model.load_state_dict(checkpoint["state_dict"])
     return model
 
 
@@ -141,6 +154,16 @@ def _reconstruct01(model: torch.nn.Module, x01: torch.Tensor) -> torch.Tensor:
     return (out + 1) / 2 if isinstance(model, StyleExtractor) else out
 
 
+LPIPS_MIN_PX = 32  # AlexNet's pooling needs at least this much; smaller windows are upsampled for LPIPS only
+
+
+def _lpips(perceptual, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.shape[-1] < LPIPS_MIN_PX:
+        a, b = (F.interpolate(t, size=(LPIPS_MIN_PX, LPIPS_MIN_PX), mode="bilinear", align_corners=False)
+                for t in (a, b))
+    return perceptual(a, b).mean()
+
+
 def train_stylegan(windows: WindowStore, train_rows: np.ndarray, val_rows: np.ndarray, params: dict,
                    device: torch.device, seed: int = 0) -> tuple[StyleExtractor, pd.DataFrame]:
     """Jointly train E, G (min) and F (max) on ``train_rows``; keep E+G of the best validation-L1 epoch.
@@ -188,7 +211,7 @@ def train_stylegan(windows: WindowStore, train_rows: np.ndarray, val_rows: np.nd
             # E, G: min of L1 + LPIPS + adversarial
             fake = model(x01)
             l1 = (fake - x).abs().mean()
-            lp = perceptual(fake, x).mean() if perceptual is not None else torch.zeros((), device=device)
+            lp = _lpips(perceptual, fake, x) if perceptual is not None else torch.zeros((), device=device)
             adv = F.softplus(-disc(fake)).mean() if p["adv_weight"] > 0 else torch.zeros((), device=device)
             loss = p["l1_weight"] * l1 + p["lpips_weight"] * lp + p["adv_weight"] * adv
             opt_g.zero_grad(set_to_none=True)
@@ -216,9 +239,13 @@ def train_extractor(windows: WindowStore, train_rows: np.ndarray, val_rows: np.n
                     device: torch.device, seed: int = 0) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train the configured extractor kind."""
     p = {**DEFAULTS, **(params or {})}
+    if p["kind"] in FIXED_KINDS:
+        model = build_extractor(p)  # raises here, before any work, when the ImageNet weights are absent
+        log.info("extractor %s: fixed ImageNet features (%d dimensions), nothing to train", p["kind"], model.dim)
+        return model, pd.DataFrame([{"epoch": 0, "note": f"{p['kind']}: fixed ImageNet features"}])
     train = {"stylegan": train_stylegan, "autoencoder": train_autoencoder}.get(p["kind"])
     if train is None:
-        raise ConfigError(None, f"unknown extractor kind {p['kind']!r}; choose stylegan or autoencoder")
+        raise ConfigError(None, f"unknown extractor kind {p['kind']!r}; choose one of {', '.join(KINDS)}")
     return train(windows, train_rows, val_rows, p, device, seed)
 
 

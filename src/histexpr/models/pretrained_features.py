@@ -1,0 +1,96 @@
+"""Fixed ImageNet feature spaces for EGN's exemplar-retrieval ablation (Table 2).
+
+Two "extractors" that need no training, only torchvision's ImageNet weights
+from the torch hub cache (never downloaded; a clear error names the file when
+it is absent — use ``extractor.kind: autoencoder`` then):
+
+* ``resnet50``: the global-average-pooled output of ResNet-50's last stage,
+  ``(B, 2048)``, on ImageNet-normalised windows;
+* ``alexnet_lpips``: AlexNet features laid out so that squared Euclidean
+  distance *is* the LPIPS distance. LPIPS computes, over layers ``l`` with
+  channel-normalised features ``n_l`` and its learned non-negative channel
+  weights ``w_l``,
+
+      LPIPS(x, y) = Σ_l 1/(H_l W_l) Σ_{h,w} Σ_c w_{l,c} (n_l(x) - n_l(y))²_{c,h,w}
+                  = || φ(x) - φ(y) ||²,   φ(x) = concat_l sqrt(w_{l,c} / (H_l W_l)) · n_l(x)
+
+  so a flat L2 index over ``φ`` retrieves LPIPS nearest neighbours exactly.
+  ``φ`` is large (about 32 000 dimensions at 64 px).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+IMAGENET_FILES = {"resnet50": "resnet50-0676ba61.pth", "alexnet": "alexnet-owt-7be5be79.pth"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_weights(arch: str) -> str:
+    """Path of torchvision's ImageNet weights for ``arch`` in the torch hub cache; raises when absent."""
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", IMAGENET_FILES[arch])
+    if not os.path.exists(path):
+        raise ConfigError(None, f"extractor.kind needs torchvision's ImageNet {arch} weights at {path} (no download "
+                                f"is attempted); copy them there, or use extractor.kind: stylegan or autoencoder")
+    return path
+
+
+class ResNet50Features(nn.Module):
+    """``encode``: windows ``(B, 3, P, P)`` in ``[0, 1]`` → ``(B, 2048)``."""
+
+    kind = "resnet50"
+
+    def __init__(self, input_px: int = 224, pretrained: bool = True):
+        super().__init__()
+        from torchvision.models import resnet50
+
+        self.input_px, self.dim = input_px, 2048
+        self.net = resnet50()
+        if pretrained:
+            self.net.load_state_dict(torch.load(imagenet_weights("resnet50"), map_location="cpu", weights_only=True))
+        self.net.fc = nn.Identity()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def encode(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.net((x01 - self.mean) / self.std)
+
+
+class LPIPSFeatures(nn.Module):
+    """``encode``: windows in ``[0, 1]`` → ``φ(x)`` with ``||φ(x) - φ(y)||² = LPIPS(x, y)`` (AlexNet)."""
+
+    kind = "alexnet_lpips"
+
+    def __init__(self, input_px: int = 64, pretrained: bool = True):
+        super().__init__()
+        import lpips
+
+        if input_px < 32:
+            raise ValueError("alexnet_lpips needs input_px >= 32")
+        if pretrained:
+            imagenet_weights("alexnet")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.lpips = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=not pretrained, verbose=False).eval()
+        self.input_px = input_px
+        with torch.no_grad():
+            self.dim = int(self.encode(torch.zeros(1, 3, input_px, input_px)).shape[1])
+
+    @torch.no_grad()
+    def encode(self, x01: torch.Tensor) -> torch.Tensor:
+        m = self.lpips
+        feats = m.net.forward(m.scaling_layer(x01 * 2 - 1))
+        parts = []
+        for f, lin in zip(feats, m.lins):
+            n = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)  # lpips.normalize_tensor
+            w = lin.model[-1].weight.view(1, -1, 1, 1).clamp(min=0)  # the 1x1 conv's channel weights
+            parts.append((n * w.sqrt() / math.sqrt(f.shape[2] * f.shape[3])).flatten(1))
+        return torch.cat(parts, 1)
