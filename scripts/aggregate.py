@@ -12,7 +12,7 @@ log = setup_logging(snakemake.log[0])  # noqa: F821
 import pandas as pd  # noqa: E402
 
 from histexpr.metrics import aggregate_folds, format_table, gene_table, load_predictions, summarise_groups  # noqa: E402
-from histexpr.metrics import margins_over_reference  # noqa: E402
+from histexpr.metrics import ablation_table, margins_over_reference, sweep_table  # noqa: E402
 from histexpr.utils import write_table  # noqa: E402
 
 inp, params = snakemake.input, snakemake.params
@@ -33,3 +33,9 @@ log.info("PCC by gene group:\n%s", by_group.to_string(index=False))
 write_table(table, snakemake.output.metrics)
 write_table(gene_table(pooled), snakemake.output.genes)
 write_table(by_group, snakemake.output.by_group)
+ablations, sweeps = ablation_table(table), sweep_table(table)
+if len(ablations):
+    log.info("EGN ablations (Table 4):\n%s", ablations[["setting", "protocol", "evaluation", "MSE", "MAE", "PCC@M"]]
+             .to_string(index=False))
+write_table(ablations, snakemake.output.ablations)
+write_table(sweeps, snakemake.output.sweeps)

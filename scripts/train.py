@@ -17,11 +17,12 @@ import torch  # noqa: E402
 
 from histexpr.data.fold import FoldData  # noqa: E402
 from histexpr.models import get_model  # noqa: E402
-from histexpr.train.loop import TrainConfig, fit, predict  # noqa: E402
+from histexpr.models.catalog import split_run  # noqa: E402
+from histexpr.train.loop import TrainConfig, fit, latent, predict  # noqa: E402
 from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_h5ad, write_table  # noqa: E402
 
 name, fold, protocol = snakemake.wildcards.model, int(snakemake.wildcards.fold), snakemake.wildcards.protocol
-spec = get_model(name)
+spec = get_model(split_run(name)[0])
 cfg = TrainConfig.from_dict(snakemake.params.train)
 set_threads(snakemake.threads)
 seed_everything(cfg.seed)
@@ -35,16 +36,24 @@ log.info("%s, %s targets, fold %d: %d genes; train/val/test windows %d/%d/%d", n
 
 if spec.kind == "neural":
     device = resolve_device(cfg.device)
-    model = spec.factory(data.n_genes, snakemake.params.model_params, img_size=snakemake.params.window_px)
+    params = snakemake.params.model_params
+    n_ex = params.get("n_exemplars")
+    if n_ex and data.exemplar_index is not None and n_ex > data.exemplar_index.shape[1]:
+        raise ValueError(f"{name}: n_exemplars = {n_ex} but the exemplar index holds {data.exemplar_index.shape[1]} "
+                         f"per window; raise exemplars.k")
+    model = spec.factory(data.n_genes, params, img_size=snakemake.params.window_px,
+                         d_code=None if data.embeddings is None else data.embeddings.shape[1])
     log.info("%s: %.2fM parameters, training on %s", name, sum(p.numel() for p in model.parameters()) / 1e6, device)
     model, history = fit(model, data, cfg, device)
     pred = predict(model, data, test_rows, cfg, device)
+    features = latent(model, data, test_rows, cfg, device)
     with atomic_path(snakemake.output.model, suffix=".pt") as tmp:
         torch.save({"model": name, "params": snakemake.params.model_params, "genes": data.genes,
                     "state_dict": model.state_dict()}, tmp)
 else:
     model = spec.factory(snakemake.params.model_params).fit(data)
     pred = model.predict(data, test_rows)
+    features = None
     history = pd.DataFrame([{"epoch": 0, "note": f"{name} is fitted without gradient training"}])
     with atomic_path(snakemake.output.model, suffix=".pt") as tmp, open(tmp, "wb") as fh:
         pickle.dump({"model": name, "params": snakemake.params.model_params, "genes": data.genes,
@@ -54,6 +63,8 @@ test = data.adata[test_rows]
 out = ad.AnnData(X=pred.astype(np.float32), obs=test.obs.copy(), var=test.var.copy())
 out.layers["truth"] = np.asarray(test.X, dtype=np.float32)
 out.obsm["spatial"] = np.asarray(test.obsm["spatial"])
+if features is not None:
+    out.obsm["X_latent"] = features  # the representation the model's head reads (EGN: [h^T, AttPool(Z^T)])
 out.uns["model"], out.uns["fold"], out.uns["protocol"] = name, fold, protocol
 out.uns["spatial"] = {}
 for path in inp.samples:

@@ -15,10 +15,14 @@ from conftest import HER2ST_SPOTS, REPO, run_snakemake
 pytestmark = pytest.mark.workflow
 
 TINY_TRAINING = {
-    "extractor": {"input_px": 32, "dim": 16, "width": 8, "epochs": 2, "batch_size": 32},
+    "extractor": {"kind": "stylegan", "input_px": 16, "dim": 16, "width": 8, "cap": 32, "epochs": 2,
+                  "batch_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "patience": 2},
-    "model_params": {"vit": {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2}},
+    "model_params": {"vit": {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2},
+                     "egn": {"patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "eb_heads": 2,
+                             "eb_head_dim": 8, "frequency": 1, "n_exemplars": 9}},
 }
+EGN_FAMILY = ["egn", "egn_backbone_only", "egn_no_eb_block", "egn_no_projector", "egn_pretrained_e_linear"]
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +32,8 @@ def her2st_run(her2st_root, tmp_path_factory):
     cfg["samples"]["root"] = str(her2st_root)
     cfg["tiling"]["window_px"] = 64
     cfg.update(TINY_TRAINING)
+    cfg["models"] = ["knn", "vit"] + EGN_FAMILY
+    cfg["sweeps"] = [{"model": "egn", "param": "n_exemplars", "values": [1, 5]}]
     path = work / "her2st.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(work, path)
@@ -97,7 +103,7 @@ def test_library_size_targets_use_training_statistics_and_the_same_genes(her2st_
         np.testing.assert_allclose(lib.var["max"], values[train].max(axis=0), rtol=1e-6)
 
 
-MODELS = ("knn", "vit", "colour_ridge")
+MODELS = ("knn", "vit", "colour_ridge", *EGN_FAMILY, "egn-n_exemplars-1", "egn-n_exemplars-5")
 PROTOCOLS = ("raw", "library_size")
 
 
@@ -127,6 +133,44 @@ def test_metrics_table_lists_every_model_under_both_protocols_with_its_margin(he
     assert set(pred.obs["sample"]) == {"A1"} and "A1" in pred.uns["spatial"] and pred.obsm["spatial"].shape[1] == 2
 
 
+def test_egn_ablation_and_sweep_tables_and_figures(her2st_run):
+    _, _, out = her2st_run
+    ab = pd.read_csv(out / "ablations.tsv", sep="\t")
+    assert sorted(ab["model"].unique()) == sorted(EGN_FAMILY) and len(ab) == len(EGN_FAMILY) * 2 * 2
+    assert ab["setting"].notna().all() and np.isfinite(ab["PCC@M"]).all()
+    sw = pd.read_csv(out / "sweeps.tsv", sep="\t")
+    assert set(sw["param"]) == {"n_exemplars"} and sorted(sw["value"].unique()) == [1, 5]
+    assert (sw["base_model"] == "egn").all()
+    assert (out / "figures" / "sweeps.png").stat().st_size > 10_000
+    assert (out / "figures" / "latent_fold1_raw.png").stat().st_size > 10_000
+    latent = pd.read_csv(out / "figures" / "latent_fold1_raw.tsv", sep="\t")
+    assert set(latent["model"]) == {"egn", "egn_backbone_only", "egn_no_projector"}
+    pred = ad.read_h5ad(out / "egn" / "raw" / "fold_1" / "predictions.h5ad")
+    assert pred.obsm["X_latent"].shape == (pred.n_obs, 2 * 32)  # [h^T, AttPool(Z^T)] at embed_dim 32
+    log = (out / "logs" / "train" / "egn-n_exemplars-1" / "raw" / "fold_1.log").read_text()
+    assert "1 exemplars" in log
+    ex = (out / "logs" / "train_extractor" / "fold_1.log").read_text()
+    assert "LPIPS: RANDOM alex trunk" in ex  # labelled as such, not silently
+
+
+def test_gpu_runner_bundles_and_runs_a_study(her2st_run, tmp_path):
+    import subprocess
+    import sys
+
+    _, _, out = her2st_run
+    script = REPO / "benchmarks" / "egn_her2st.py"
+    bundle = tmp_path / "b.npz"
+    res = subprocess.run([sys.executable, str(script), "bundle", str(out), str(bundle), "--level", "sample",
+                          "--max-windows", "24"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = subprocess.run([sys.executable, str(script), "run", str(bundle), "--preset", "tiny", "--folds", "2", "3",
+                          "--protocols", "raw", "--bootstrap", "20", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "run" / "table.tsv", sep="\t")
+    assert set(table["model"]) == {"colour_ridge", "knn", "vit", "egn"} and (table["n_folds"] == 2).all()
+
+
 def test_single_fold_reruns_by_target(her2st_run):
     work, cfg, out = her2st_run
     target = out / "vit" / "raw" / "fold_1" / "metrics.tsv"
@@ -144,7 +188,7 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["demo"].update({"patients": 3, "sections_per_patient": 1, "image_px": 900})
     cfg.update(TINY_TRAINING)
-    cfg["extractor"]["input_px"] = 32
+    cfg["models"] = ["knn", "vit"]
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(tmp_path, path)
@@ -152,7 +196,7 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     out = tmp_path / "results" / "demo"
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
     assert set(zip(groups["model"], groups["protocol"], groups["group"])) == {
-        (m, p, g) for m in MODELS for p in PROTOCOLS for g in ("image", "noise")}
+        (m, p, g) for m in ("knn", "vit", "colour_ridge") for p in PROTOCOLS for g in ("image", "noise")}
     assert "SYNTHETIC" in (tmp_path / "resources" / "demo" / "logs" / "make_demo.log").read_text()
 
 

@@ -364,3 +364,31 @@ def load_predictions(paths) -> dict:
         out[key] = (a.obs_names.to_numpy(), np.asarray(a.layers["truth"], dtype=np.float64),
                     np.asarray(a.X, dtype=np.float64), a.obs["sample"].astype(str).to_numpy())
     return out
+
+
+ABLATIONS = ["egn_pretrained_e_linear", "egn_backbone_only", "egn_no_eb_block", "egn_no_projector", "egn"]
+
+
+def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
+    """EGN's Table 4: the rows of EGN and its ablations, in the paper's order, with a ``setting`` column."""
+    from .plots import PAPER_NAMES
+
+    rows = table[table["model"].isin(ABLATIONS)].copy()
+    rows.insert(1, "setting", rows["model"].map(PAPER_NAMES))
+    order = {"model": {m: i for i, m in enumerate(ABLATIONS)}, "evaluation": {"pooled": 0, "per_slide": 1},
+             "protocol": {p: i for i, p in enumerate(dict.fromkeys(rows["protocol"]))}}
+    return rows.sort_values(["evaluation", "protocol", "model"], key=lambda c: c.map(order[c.name])).reset_index(drop=True)
+
+
+def sweep_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of sweep runs (``<model>-<param>-<value>``) with ``base_model``, ``param`` and ``value`` columns."""
+    from .models.catalog import split_run
+
+    parts = [(i, *split_run(m)) for i, m in zip(table.index, table["model"]) if "-" in m]
+    if not parts:
+        return pd.DataFrame(columns=["base_model", "param", "value", *table.columns])
+    rows = table.loc[[p[0] for p in parts]].copy()
+    rows.insert(0, "value", [next(iter(p[2].values())) for p in parts])
+    rows.insert(0, "param", [next(iter(p[2])) for p in parts])
+    rows.insert(0, "base_model", [p[1] for p in parts])
+    return rows.sort_values(["param", "evaluation", "protocol", "value"]).reset_index(drop=True)

@@ -1,5 +1,6 @@
 # Helpers and validation. Everything else in workflow/rules/ is wiring.
 import os
+import re
 import sys
 
 import pandas as pd
@@ -10,7 +11,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from histexpr.config import validate as validate_config  # noqa: E402
 from histexpr.data.folds import n_folds  # noqa: E402
-from histexpr.models.catalog import MODEL_NEEDS  # noqa: E402
+from histexpr.models.catalog import MODEL_NEEDS, params_key, split_run, sweep_name  # noqa: E402
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 ENV = "../../envs/histexpr.yaml"
@@ -30,10 +31,29 @@ REFERENCE = config["evaluation"]["reference"]
 MODELS = config["models"] + ([REFERENCE] if REFERENCE and REFERENCE not in config["models"] else [])
 
 
+def _sweep_runs():
+    runs = []
+    for sweep in config["sweeps"]:
+        known = config["model_params"].get(params_key(sweep["model"]), {})
+        if sweep["param"] not in known:
+            raise ValueError(f"sweeps: {sweep['model']} has no parameter {sweep['param']!r}; "
+                             f"it has {', '.join(sorted(known)) or 'none'}")
+        if sweep["param"] == "n_exemplars" and max(sweep["values"]) > config["exemplars"]["k"]:
+            raise ValueError(f"sweeps: n_exemplars up to {max(sweep['values'])} needs exemplars.k >= that "
+                             f"(it is {config['exemplars']['k']})")
+        runs += [sweep_name(sweep["model"], sweep["param"], v if not float(v).is_integer() else int(v))
+                 for v in sweep["values"]]
+    return runs
+
+
+# Every trained run: the models, then each sweep point as its own run.
+RUNS = MODELS + [r for r in _sweep_runs() if r not in MODELS]
+
+
 wildcard_constraints:
     sample=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
-    model="|".join(MODELS),
+    model="|".join(re.escape(r) for r in RUNS),
     protocol="|".join(PROTOCOLS),
 
 
@@ -91,7 +111,7 @@ def fold_spots(wildcards):
 
 def model_inputs(wildcards):
     """Only the files the model uses (see histexpr.models.catalog)."""
-    needs = MODEL_NEEDS[wildcards.model]
+    needs = MODEL_NEEDS[split_run(wildcards.model)[0]]
     fold = f"{R}/fold_{wildcards.fold}"
     files = {"expression": f"{fold}/{wildcards.protocol}/expression.h5ad", "samples": sample_h5ads(wildcards)}
     if "windows" in needs:
@@ -103,14 +123,28 @@ def model_inputs(wildcards):
     return files
 
 
+def run_params(wildcards):
+    """A run's model_params: its model's (EGN's for the egn_* ablations), with a sweep point's value on top."""
+    model, overrides = split_run(wildcards.model)
+    return {**config["model_params"].get(params_key(model), {}), **overrides}
+
+
 def per_fold(name):
-    """``name`` of every (model, protocol, fold)."""
+    """``name`` of every (run, protocol, fold)."""
 
     def files(wildcards):
-        return expand(f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/{name}", model=MODELS, protocol=PROTOCOLS,
+        return expand(f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/{name}", model=RUNS, protocol=PROTOCOLS,
                       fold=fold_ids())
 
     return files
+
+
+# Runs whose predictions carry a latent representation worth a t-SNE (EGN's Fig. 6 compares these).
+LATENT_RUNS = [m for m in ("egn_backbone_only", "egn_no_projector", "egn") if m in RUNS]
+
+
+def latent_predictions(wildcards):
+    return [f"{R}/{m}/{wildcards.protocol}/fold_{wildcards.fold}/predictions.h5ad" for m in LATENT_RUNS]
 
 
 def gene_groups():
@@ -119,4 +153,9 @@ def gene_groups():
 
 
 def final_targets(wildcards):
-    return [f"{R}/metrics.tsv", f"{R}/genes.tsv", f"{R}/metrics_by_group.tsv"]
+    targets = [f"{R}/metrics.tsv", f"{R}/genes.tsv", f"{R}/metrics_by_group.tsv", f"{R}/ablations.tsv"]
+    if config["sweeps"]:
+        targets.append(f"{R}/figures/sweeps.png")
+    if LATENT_RUNS:
+        targets.append(f"{R}/figures/latent_fold1_{PROTOCOLS[0]}.png")
+    return targets

@@ -28,6 +28,8 @@ rule aggregate:
         metrics=f"{R}/metrics.tsv",
         genes=f"{R}/genes.tsv",
         by_group=f"{R}/metrics_by_group.tsv",
+        ablations=f"{R}/ablations.tsv",
+        sweeps=f"{R}/sweeps.tsv",
     params:
         reference=REFERENCE,
         bootstrap=config["evaluation"]["bootstrap"],
@@ -40,3 +42,38 @@ rule aggregate:
         ENV
     script:
         "../../scripts/aggregate.py"
+
+
+rule sweep_figure:
+    input:
+        f"{R}/sweeps.tsv",
+    output:
+        report(f"{R}/figures/sweeps.png", caption="../report/sweeps.rst", category="Sweeps"),
+    log:
+        f"{R}/logs/sweep_figure.log",
+    benchmark:
+        f"{R}/benchmarks/sweep_figure.tsv"
+    conda:
+        ENV
+    script:
+        "../../scripts/sweep_figure.py"
+
+
+rule latent_figure:
+    input:
+        latent_predictions,
+    output:
+        figure=report(f"{R}/figures/latent_fold{{fold}}_{{protocol}}.png", caption="../report/latent.rst",
+                      category="Latent space"),
+        table=f"{R}/figures/latent_fold{{fold}}_{{protocol}}.tsv",
+    params:
+        models=LATENT_RUNS,
+        seed=config["evaluation"]["seed"],
+    log:
+        f"{R}/logs/latent_figure/fold_{{fold}}_{{protocol}}.log",
+    benchmark:
+        f"{R}/benchmarks/latent_figure/fold_{{fold}}_{{protocol}}.tsv"
+    conda:
+        ENV
+    script:
+        "../../scripts/latent_figure.py"

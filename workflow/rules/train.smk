@@ -11,7 +11,7 @@ rule train:
         model=f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/model.pt",
     params:
         train=config["train"],
-        model_params=lambda wildcards: config["model_params"].get(wildcards.model, {}),
+        model_params=run_params,
         window_px=config["tiling"]["window_px"],
     threads: 2
     log:

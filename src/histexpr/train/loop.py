@@ -90,6 +90,18 @@ def predict(model: torch.nn.Module, data: FoldData, rows: np.ndarray, cfg: Train
     return np.concatenate(out) if out else np.zeros((0, data.n_genes), np.float32)
 
 
+@torch.no_grad()
+def latent(model: torch.nn.Module, data: FoldData, rows: np.ndarray, cfg: TrainConfig,
+           device: torch.device) -> np.ndarray | None:
+    """The representation the model's head reads, ``(len(rows), F)``, for models with ``features(batch)``."""
+    if not hasattr(model, "features"):
+        return None
+    model.eval()
+    out = [model.features(make_batch(data, rows[i : i + cfg.eval_batch_size], device, False, None)).float().cpu().numpy()
+           for i in range(0, len(rows), cfg.eval_batch_size)]
+    return np.concatenate(out) if out else None
+
+
 def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train ``model`` on the ``train`` rows; select the epoch on the ``val`` rows.
 
