@@ -25,19 +25,24 @@ TINY_TRAINING = {
 EGN_FAMILY = ["egn", "egn_backbone_only", "egn_no_eb_block", "egn_no_projector", "egn_pretrained_e_linear"]
 
 
-@pytest.fixture(scope="module")
-def her2st_run(her2st_root, tmp_path_factory):
-    work = tmp_path_factory.mktemp("her2st")
+def run_her2st(work: Path, root: Path, **overrides) -> Path:
+    """The HER2ST config on ``root`` at 64-px windows with ``overrides``; runs the workflow, returns its config."""
     cfg = yaml.safe_load((REPO / "config" / "her2st.yaml").read_text())
-    cfg["samples"]["root"] = str(her2st_root)
+    cfg["samples"]["root"] = str(root)
     cfg["tiling"]["window_px"] = 64
-    cfg.update(TINY_TRAINING)
-    cfg["models"] = ["knn", "vit"] + EGN_FAMILY
-    cfg["sweeps"] = [{"model": "egn", "param": "n_exemplars", "values": [1, 5]}]
+    cfg.update(overrides)
     path = work / "her2st.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(work, path)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-8000:]
+    return path
+
+
+@pytest.fixture(scope="module")
+def her2st_run(her2st_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("her2st")
+    path = run_her2st(work, her2st_root, **TINY_TRAINING, models=["knn", "vit"] + EGN_FAMILY,
+                      sweeps=[{"model": "egn", "param": "n_exemplars", "values": [1, 5]}])
     return work, path, work / "results" / "her2st"
 
 
@@ -204,14 +209,7 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
 def her2st_sections_run(her2st_root, tmp_path_factory):
     """colour_ridge alone, leave-one-section-out over A1, C2-C5, both protocols."""
     work = tmp_path_factory.mktemp("her2st_sections")
-    cfg = yaml.safe_load((REPO / "config" / "her2st.yaml").read_text())
-    cfg["samples"]["root"] = str(her2st_root)
-    cfg["tiling"]["window_px"] = 64
-    cfg.update({"folds": {"level": "sample", "k": "loo"}, "models": ["colour_ridge"]})
-    path = work / "her2st.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    res = run_snakemake(work, path)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-8000:]
+    run_her2st(work, her2st_root, folds={"level": "sample", "k": "loo"}, models=["colour_ridge"])
     return work / "results" / "her2st"
 
 
