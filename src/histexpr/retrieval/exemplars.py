@@ -98,6 +98,8 @@ def exact_search(pool: np.ndarray, queries: np.ndarray, query_groups: np.ndarray
     query_groups = np.asarray(query_groups).astype(str)
     idx = np.full((len(q), k), -1, dtype=np.int64)
     dist = np.full((len(q), k), np.nan)
+    if metric == "l1":  # the (queries x pool x d) difference tensor: keep it near 64 MB
+        chunk = max(1, min(chunk, int(8e6 // max(1, p.shape[0] * p.shape[1]))))
     for start in range(0, len(q), chunk):
         qq = q[start:start + chunk]
         if metric == "l2":
