@@ -79,26 +79,27 @@ def make_batch(data: FoldData, rows: np.ndarray, device: torch.device, augment: 
 
 
 @torch.no_grad()
+def _batched(fn, model: torch.nn.Module, data: FoldData, rows: np.ndarray, cfg: TrainConfig,
+             device: torch.device, desc: str) -> list[np.ndarray]:
+    """``fn(batch)`` over ``rows`` in evaluation mode, no augmentation, as NumPy blocks."""
+    model.eval()
+    return [fn(make_batch(data, rows[start : start + cfg.eval_batch_size], device, False, None)).float().cpu().numpy()
+            for start in tqdm(range(0, len(rows), cfg.eval_batch_size), desc=desc, leave=False, mininterval=5.0)]
+
+
 def predict(model: torch.nn.Module, data: FoldData, rows: np.ndarray, cfg: TrainConfig,
             device: torch.device, desc: str = "predict") -> np.ndarray:
     """Predictions ``(len(rows), G)`` in evaluation mode, no augmentation."""
-    model.eval()
-    out = []
-    for start in tqdm(range(0, len(rows), cfg.eval_batch_size), desc=desc, leave=False, mininterval=5.0):
-        b = rows[start : start + cfg.eval_batch_size]
-        out.append(model(make_batch(data, b, device, False, None)).float().cpu().numpy())
+    out = _batched(model, model, data, rows, cfg, device, desc)
     return np.concatenate(out) if out else np.zeros((0, data.n_genes), np.float32)
 
 
-@torch.no_grad()
 def latent(model: torch.nn.Module, data: FoldData, rows: np.ndarray, cfg: TrainConfig,
            device: torch.device) -> np.ndarray | None:
     """The representation the model's head reads, ``(len(rows), F)``, for models with ``features(batch)``."""
     if not hasattr(model, "features"):
         return None
-    model.eval()
-    out = [model.features(make_batch(data, rows[i : i + cfg.eval_batch_size], device, False, None)).float().cpu().numpy()
-           for i in range(0, len(rows), cfg.eval_batch_size)]
+    out = _batched(model.features, model, data, rows, cfg, device, "latent")
     return np.concatenate(out) if out else None
 
 
