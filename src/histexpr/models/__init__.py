@@ -55,4 +55,5 @@ def available_models() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import colour_ridge, egn, knn, vit  # noqa: F401  (registration side effect)
+    from . import (colour_ridge, cyclemlp, egn, knn, mpvit, nsl, retro, ridge, stnet, tcgn,  # noqa: F401
+                   vit, vitexp)  # (registration side effect)

@@ -13,6 +13,14 @@ MODEL_NEEDS: dict[str, tuple[str, ...]] = {
     "egn_no_eb_block": ("windows", "embeddings"),
     "egn_no_projector": ("windows", "embeddings", "exemplars"),
     "egn_pretrained_e_linear": ("embeddings",),
+    "tcgn": ("windows",),
+    "stnet": ("windows",),
+    "nsl": ("windows",),
+    "cyclemlp": ("windows",),
+    "mpvit": ("windows",),
+    "retro": ("windows", "embeddings", "exemplars"),
+    "vitexp": ("windows", "embeddings", "exemplars"),
+    "ridge": ("embeddings",),
 }
 
 # Models whose settings live under another model's model_params key (EGN's ablations share EGN's).

@@ -22,18 +22,12 @@ a spot's total count (cellularity) under the ``raw`` target protocol.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import register_model
-
-log = logging.getLogger(__name__)
-
-DEFAULT_ALPHAS = [10.0**e for e in np.arange(-1.0, 5.01, 0.5)]
-
+from .ridge import Ridge
 
 def colour_features(windows: np.ndarray, bins: int = 16, thumbnail_px: int = 16) -> np.ndarray:
     """φ(X) for a batch of windows.
@@ -55,22 +49,16 @@ def colour_features(windows: np.ndarray, bins: int = 16, thumbnail_px: int = 16)
     return torch.cat([mean, std, hist.reshape(b, -1), thumb, energy[:, None]], 1).double().numpy()
 
 
-def _pcc_mean(t: np.ndarray, p: np.ndarray) -> float:
-    from ..metrics import summarise
-
-    value = summarise(t, p)["PCC@M"]
-    return -np.inf if value != value else value
-
-
 @register_model("colour_ridge", kind="fitted", needs=("windows",),
                 description="ridge regression on colour statistics and a thumbnail (a floor)")
-class ColourRidge:
+class ColourRidge(Ridge):
+    name = "colour_ridge"
+
     def __init__(self, params: dict | None = None):
+        super().__init__(params)
         params = params or {}
-        self.alphas = [float(a) for a in params.get("alphas") or DEFAULT_ALPHAS]
         self.bins = int(params.get("bins", 16))
         self.thumbnail_px = int(params.get("thumbnail_px", 4))
-        self.refit = bool(params.get("refit", True))
         self.batch = int(params.get("batch_size", 512))
 
     def features(self, data, index: np.ndarray) -> np.ndarray:
@@ -79,54 +67,3 @@ class ColourRidge:
         parts = [colour_features(data.windows[index[i:i + self.batch]], self.bins, self.thumbnail_px)
                  for i in range(0, len(index), self.batch)]
         return np.concatenate(parts) if parts else np.zeros((0, 0))
-
-    def _solve(self, phi: np.ndarray, y: np.ndarray):
-        """Standardise on these windows and return ``coef(alpha)`` from one SVD, plus the SVD parts."""
-        self.mu = phi.mean(0)
-        self.sd = np.where(phi.std(0) > 1e-12, phi.std(0), 1.0)
-        self.y_mean = y.mean(0)
-        u, sig, vt = np.linalg.svd((phi - self.mu) / self.sd, full_matrices=False)
-        uty = u.T @ (y - self.y_mean)  # (r, G)
-
-        def coef(alpha):
-            return vt.T @ ((sig / (sig**2 + alpha))[:, None] * uty)
-
-        return coef, sig, uty
-
-    def fit(self, data) -> "ColourRidge":
-        train, val = data.index("train"), data.index("val")
-        phi = self.features(data, train)
-        y = data.targets[train].astype(np.float64)
-        coef, sig, uty = self._solve(phi, y)
-        if len(val):
-            phi_val = self.features(data, val)
-            zv = (phi_val - self.mu) / self.sd
-            scores = [_pcc_mean(data.targets[val], zv @ coef(a) + self.y_mean) for a in self.alphas]
-            how = "validation PCC@M"
-        else:  # generalised cross-validation: ||(I - H) y||² / n / (1 - tr(H)/n)²
-            n = len(train)
-            resid0 = ((y - self.y_mean) ** 2).sum() - (uty**2).sum()  # part of y outside span(U)
-            scores = []
-            for a in self.alphas:
-                shrink = sig**2 / (sig**2 + a)
-                rss = resid0 + (((1 - shrink)[:, None] * uty) ** 2).sum()
-                scores.append(-rss / n / (1 - shrink.sum() / n) ** 2)
-            how = "generalised cross-validation (no validation split)"
-        best = int(np.argmax(scores))
-        self.alpha = self.alphas[best]
-        self.scores = dict(zip(self.alphas, map(float, scores)))
-        if self.refit and len(val):
-            coef, _, _ = self._solve(np.concatenate([phi, phi_val]),
-                                     np.concatenate([y, data.targets[val].astype(np.float64)]))
-        self.coef = coef(self.alpha)
-        log.info("colour_ridge: %d features, %d training windows; alpha %.3g chosen by %s (score %.4f)%s",
-                 phi.shape[1], len(train), self.alpha, how, scores[best],
-                 f"; refit on {len(train) + len(val)} training + validation windows" if self.refit and len(val) else "")
-        if len(self.alphas) > 1 and best in (0, len(self.alphas) - 1):
-            log.warning("colour_ridge: alpha %.3g is at the edge of the grid %s; widen model_params.colour_ridge."
-                        "alphas", self.alpha, [f"{a:.3g}" for a in self.alphas])
-        return self
-
-    def predict(self, data, index: np.ndarray) -> np.ndarray:
-        z = (self.features(data, index) - self.mu) / self.sd
-        return (z @ self.coef + self.y_mean).astype(np.float32)

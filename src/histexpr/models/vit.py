@@ -7,14 +7,11 @@ head to the ``M`` genes: ``ŷ = W · pool(ViT(X)) + b``.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 from . import register_model
-
-log = logging.getLogger(__name__)
+from .weights import load_pretrained
 
 DEFAULTS = dict(patch_size=16, embed_dim=192, depth=6, num_heads=3, mlp_ratio=4.0, drop_path=0.1,
                 global_pool="avg", pretrained_checkpoint=None)
@@ -41,13 +38,5 @@ def build_vit(n_genes: int, params: dict, img_size: int, **_) -> nn.Module:
     p = {**DEFAULTS, **(params or {})}
     model = ViTRegressor(n_genes, img_size, p["patch_size"], p["embed_dim"], p["depth"], p["num_heads"],
                          p["mlp_ratio"], p["drop_path"], p["global_pool"])
-    ckpt = p.get("pretrained_checkpoint")
-    if ckpt:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
-        log.info("vit: loaded pretrained weights from %s (%d missing, %d unexpected keys)", ckpt,
-                 len(missing), len(unexpected))
-    else:
-        log.info("vit: no pretrained weights configured; training from scratch")
+    load_pretrained(model.backbone, p.get("pretrained_checkpoint"), "vit")
     return model

@@ -1,0 +1,108 @@
+"""``ridge``: ridge regression on the extractor's global views — a second non-deep floor.
+
+Like the HEST-Benchmark's linear probes: the frozen extractor's embedding
+``e_i`` of each window (the same ``E(·)`` EGN retrieves with) is standardised
+and mapped to the ``M`` genes by ridge regression,
+``W_α = argmin ||Y - 1μᵀ - Φ W||² + α ||W||²``, solved for every ``α`` of a
+grid from one SVD ``Φ = U Σ Vᵀ``: ``W_α = V diag(σ / (σ² + α)) Uᵀ (Y - 1μᵀ)``.
+``α`` is chosen by PCC@M on the validation split (generalised
+cross-validation on the training windows when a fold has none), and the
+model is refit on training + validation windows (``refit``); test windows are
+never seen. :class:`Ridge` is the solver both this and ``colour_ridge`` use;
+they differ only in ``features``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from . import register_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALPHAS = [10.0**e for e in np.arange(-1.0, 5.01, 0.5)]
+
+
+def _pcc_mean(t: np.ndarray, p: np.ndarray) -> float:
+    from ..metrics import summarise
+
+    value = summarise(t, p)["PCC@M"]
+    return -np.inf if value != value else value
+
+
+class Ridge:
+    """Ridge regression of the targets on ``features(data, index)`` with ``α`` chosen as above."""
+
+    name = "ridge"
+
+    def __init__(self, params: dict | None = None):
+        params = params or {}
+        self.alphas = [float(a) for a in params.get("alphas") or DEFAULT_ALPHAS]
+        self.refit = bool(params.get("refit", True))
+
+    def features(self, data, index: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _solve(self, phi: np.ndarray, y: np.ndarray):
+        """Standardise on these windows and return ``coef(alpha)`` from one SVD, plus the SVD parts."""
+        self.mu = phi.mean(0)
+        self.sd = np.where(phi.std(0) > 1e-12, phi.std(0), 1.0)
+        self.y_mean = y.mean(0)
+        u, sig, vt = np.linalg.svd((phi - self.mu) / self.sd, full_matrices=False)
+        uty = u.T @ (y - self.y_mean)  # (r, G)
+
+        def coef(alpha):
+            return vt.T @ ((sig / (sig**2 + alpha))[:, None] * uty)
+
+        return coef, sig, uty
+
+    def fit(self, data) -> "ColourRidge":
+        train, val = data.index("train"), data.index("val")
+        phi = self.features(data, train)
+        y = data.targets[train].astype(np.float64)
+        coef, sig, uty = self._solve(phi, y)
+        if len(val):
+            phi_val = self.features(data, val)
+            zv = (phi_val - self.mu) / self.sd
+            scores = [_pcc_mean(data.targets[val], zv @ coef(a) + self.y_mean) for a in self.alphas]
+            how = "validation PCC@M"
+        else:  # generalised cross-validation: ||(I - H) y||² / n / (1 - tr(H)/n)²
+            n = len(train)
+            resid0 = ((y - self.y_mean) ** 2).sum() - (uty**2).sum()  # part of y outside span(U)
+            scores = []
+            for a in self.alphas:
+                shrink = sig**2 / (sig**2 + a)
+                rss = resid0 + (((1 - shrink)[:, None] * uty) ** 2).sum()
+                scores.append(-rss / n / (1 - shrink.sum() / n) ** 2)
+            how = "generalised cross-validation (no validation split)"
+        best = int(np.argmax(scores))
+        self.alpha = self.alphas[best]
+        self.scores = dict(zip(self.alphas, map(float, scores)))
+        if self.refit and len(val):
+            coef, _, _ = self._solve(np.concatenate([phi, phi_val]),
+                                     np.concatenate([y, data.targets[val].astype(np.float64)]))
+        self.coef = coef(self.alpha)
+        log.info("%s: %d features, %d training windows; alpha %.3g chosen by %s (score %.4f)%s",
+                 self.name, phi.shape[1], len(train), self.alpha, how, scores[best],
+                 f"; refit on {len(train) + len(val)} training + validation windows" if self.refit and len(val) else "")
+        if len(self.alphas) > 1 and best in (0, len(self.alphas) - 1):
+            log.warning("%s: alpha %.3g is at the edge of the grid %s; widen model_params.%s.alphas",
+                        self.name, self.alpha, [f"{a:.3g}" for a in self.alphas], self.name)
+        return self
+
+    def predict(self, data, index: np.ndarray) -> np.ndarray:
+        z = (self.features(data, index) - self.mu) / self.sd
+        return (z @ self.coef + self.y_mean).astype(np.float32)
+
+
+@register_model("ridge", kind="fitted", needs=("embeddings",),
+                description="ridge regression on the extractor's embeddings (a floor)")
+class EmbeddingRidge(Ridge):
+    name = "ridge"
+
+    def features(self, data, index: np.ndarray) -> np.ndarray:
+        if data.embeddings is None:
+            raise ValueError("ridge needs the fold's extractor embeddings")
+        return data.embeddings[index].astype(np.float64)

@@ -1,0 +1,45 @@
+"""Opt-in pretrained weights for the image backbones (never downloaded).
+
+Every backbone trains from scratch unless ``model_params.<model>.pretrained_checkpoint``
+names a local ``state_dict`` file (timm's, torchvision's or the authors'); the
+log says which happened, so a table never hides whether ImageNet weights were
+used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_pretrained(module: nn.Module, path: str | None, name: str, skip: tuple[str, ...] = ("head.",),
+                    prefix: str = "") -> None:
+    """Load ``path`` into ``module`` (non-strict; keys starting with ``skip`` are the old task's head).
+
+    ``prefix`` is stripped from the file's keys first (``"module."`` of a DataParallel checkpoint, say).
+    Shape mismatches are skipped and reported, never silently reinitialised.
+    """
+    if not path:
+        log.info("%s: no pretrained weights configured; training from scratch", name)
+        return
+    if not os.path.exists(path):
+        raise ConfigError(path, f"{name}: pretrained_checkpoint does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    state = {k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in state.items()}
+    own = module.state_dict()
+    keep = {k: v for k, v in state.items()
+            if not k.startswith(skip) and k in own and tuple(v.shape) == tuple(own[k].shape)}
+    wrong_shape = [k for k in state if k in own and k not in keep and not k.startswith(skip)]
+    missing, _ = module.load_state_dict(keep, strict=False)
+    log.info("%s: loaded %d tensors from %s (%d of the model's left at initialisation, %d with another shape "
+             "skipped)", name, len(keep), path, len(missing), len(wrong_shape))
+    if not keep:
+        raise ConfigError(path, f"{name}: no tensor of this checkpoint matches the model; is it the right architecture?")
