@@ -13,3 +13,11 @@ def test_train_throughput_smoke():
     lines = [line for line in res.stdout.splitlines() if line.strip()]
     assert any(line.split()[0] == "vit" for line in lines)
     assert any(line.strip().startswith("extractor (autoencoder)") for line in lines)
+
+
+def test_model_size_smoke():
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "model_size.py"), "--preset", "tiny"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {line.split()[0] for line in res.stdout.splitlines()[1:] if line.strip()}
+    assert {"tcgn", "cyclemlp", "mpvit", "retro", "vitexp", "egn"} <= rows
