@@ -205,6 +205,40 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     assert "SYNTHETIC" in (tmp_path / "resources" / "demo" / "logs" / "make_demo.log").read_text()
 
 
+TABLE1 = ["knn", "ridge", "nsl", "stnet", "vit", "cyclemlp", "mpvit", "retro", "vitexp", "egn", "tcgn"]
+
+
+@pytest.fixture(scope="module")
+def table1_run(her2st_root, tmp_path_factory):
+    """Every method of the seeds (EGN's Table 1, TCGN, the floors) on the real sections, raw targets, tiny."""
+    from test_baselines import TINY
+
+    work = tmp_path_factory.mktemp("her2st_table1")
+    params = {**TINY_TRAINING["model_params"], **{m: TINY[m] for m in ("tcgn", "cyclemlp", "mpvit")},
+              **{m: {**TINY[m], "n_exemplars": 9} for m in ("retro", "vitexp")}}
+    run_her2st(work, her2st_root, **{**TINY_TRAINING, "model_params": params, "train": {"epochs": 1, "batch_size": 16}},
+               expression={"top_n": 250, "log1p": True, "protocols": ["raw"]}, models=TABLE1)
+    return work / "results" / "her2st"
+
+
+def test_every_method_lands_in_one_table(table1_run):
+    out = table1_run
+    m = pd.read_csv(out / "metrics.tsv", sep="\t")
+    print("\n" + (out / "logs" / "aggregate.log").read_text())
+    pooled = m[m["evaluation"] == "pooled"].set_index("model")
+    assert sorted(pooled.index) == sorted(TABLE1 + ["colour_ridge"])
+    cols = ["MSE", "MAE", "PCC@F", "PCC@S", "PCC@M"]
+    assert np.isfinite(pooled[cols + [c + "_sd" for c in cols]].to_numpy(dtype=float)).all()
+    assert (pooled["n_folds"] == 2).all() and (pooled["protocol"] == "raw").all()
+    # each model trained on the same folds and genes: one predictions file per fold, same spots and genes
+    ref = ad.read_h5ad(out / "colour_ridge" / "raw" / "fold_1" / "predictions.h5ad")
+    for model in TABLE1:
+        p = ad.read_h5ad(out / model / "raw" / "fold_1" / "predictions.h5ad")
+        assert list(p.obs_names) == list(ref.obs_names) and list(p.var_names) == list(ref.var_names)
+    log = (out / "logs" / "train" / "tcgn" / "raw" / "fold_1.log").read_text()
+    assert "no pretrained weights configured" in log and "parameters" in log
+
+
 @pytest.fixture(scope="module")
 def her2st_sections_run(her2st_root, tmp_path_factory):
     """colour_ridge alone, leave-one-section-out over A1, C2-C5, both protocols."""
@@ -251,7 +285,7 @@ def _rules(configfile: Path):
         return [(r.name, r.conda_env, r.snakefile) for r in wf._workflow.rules]
 
 
-@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml"])
 def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile):
     pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
@@ -271,7 +305,7 @@ def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile):
 @pytest.mark.skipif(shutil.which("conda") is None and shutil.which("mamba") is None,
                     reason="conda is not installed on this machine; snakemake's conda dry run needs it "
                            "(the env wiring is checked by test_every_rule_has_a_real_conda_env_with_the_pinned_versions)")
-@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml"])
 def test_conda_dry_run(tmp_path, configfile):
     res = run_snakemake(tmp_path, REPO / "config" / configfile, "-n", "--sdm", "conda")
     assert res.returncode == 0, res.stderr[-3000:]
