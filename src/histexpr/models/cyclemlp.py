@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 
 from . import register_model
-from .weights import load_pretrained
+from .weights import init_weights, load_pretrained
 
 DEFAULTS = dict(embed_dims=[32, 64, 128, 192], depths=[1, 1, 2, 1], mlp_ratio=4.0, drop_path=0.1,
                 pretrained_checkpoint=None)
@@ -75,17 +76,12 @@ class CycleBlock(nn.Module):
         self.norm1, self.mix = nn.LayerNorm(dim), CycleMixer(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
-        self.drop_path = drop_path
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _dp(self, x):
-        if not self.training or self.drop_path == 0:
-            return x
-        keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.drop_path
-        return x * keep / (1 - self.drop_path)
 
     def forward(self, x):
-        x = x + self._dp(self.mix(self.norm1(x)))
-        return x + self._dp(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.mix(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class CycleMLP(nn.Module):
@@ -101,13 +97,8 @@ class CycleMLP(nn.Module):
             self.stages.append(nn.Sequential(*[CycleBlock(dim, mlp_ratio, dpr[k + j]) for j in range(depth)]))
             k += depth
         self.norm, self.head = nn.LayerNorm(embed_dims[-1]), nn.Linear(embed_dims[-1], n_genes)
-        self.apply(self._init)
+        self.apply(init_weights)
 
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias) if m.bias is not None else None
 
     def features(self, batch: dict) -> torch.Tensor:
         """Average-pooled last-stage features ``(B, C_4)``."""

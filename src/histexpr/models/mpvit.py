@@ -23,10 +23,11 @@ are a small CPU preset.
 from __future__ import annotations
 
 import torch
+from timm.layers import DropPath
 from torch import nn
 
 from . import register_model
-from .weights import load_pretrained
+from .weights import init_weights, load_pretrained
 
 DEFAULTS = dict(embed_dims=[32, 48, 64, 96], depths=[1, 1, 1, 1], paths=[2, 2, 2, 2], num_heads=8, mlp_ratio=2,
                 drop_path=0.0, pretrained_checkpoint=None)
@@ -89,20 +90,15 @@ class MHCABlock(nn.Module):
         self.norm1, self.attn = nn.LayerNorm(dim, eps=1e-6), FactorisedAttention(dim, heads, crpe)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
-        self.drop_path = drop_path
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _dp(self, x):
-        if not self.training or self.drop_path == 0:
-            return x
-        keep = torch.rand(x.shape[0], 1, 1, device=x.device) >= self.drop_path
-        return x * keep / (1 - self.drop_path)
 
     def forward(self, x, hw):
         b, n, c = x.shape
         g = x.transpose(1, 2).reshape(b, c, *hw)
         x = (self.cpe(g) + g).flatten(2).transpose(1, 2)
-        x = x + self._dp(self.attn(self.norm1(x), hw))
-        return x + self._dp(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.attn(self.norm1(x), hw))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class Path(nn.Module):
@@ -152,10 +148,7 @@ class MPViT(nn.Module):
             MPStage(d[i], d[min(i + 1, 3)], depths[i], paths[i], num_heads, mlp_ratio, i > 0,
                     dpr[offsets[i]:offsets[i] + depths[i]]) for i in range(4)])
         self.head = nn.Linear(d[-1], n_genes)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        self.apply(init_weights)
 
     def features(self, batch: dict) -> torch.Tensor:
         """Average-pooled last-stage features ``(B, C_4)``."""

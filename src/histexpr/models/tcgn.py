@@ -54,10 +54,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 
 from . import register_model
-from .weights import load_pretrained
+from .weights import init_weights, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +134,14 @@ class CMTBlock(nn.Module):
         self.lpu = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
         self.norm1, self.attn = nn.LayerNorm(dim), LMHSA(dim, heads, sr)
         self.norm2, self.ffn = nn.LayerNorm(dim), IRFFN(dim, mlp_ratio)
-        self.drop_path = drop_path
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _dp(self, x):
-        if not self.training or self.drop_path == 0:
-            return x
-        keep = torch.rand(x.shape[0], 1, 1, device=x.device) >= self.drop_path
-        return x * keep / (1 - self.drop_path)
 
     def forward(self, x, hw, bias):
         g = tokens_to_grid(x, hw)
         x = grid_to_tokens(self.lpu(g) + g)
-        x = x + self._dp(self.attn(self.norm1(x), hw, bias))
-        return x + self._dp(self.ffn(self.norm2(x), hw))
+        x = x + self.drop_path(self.attn(self.norm1(x), hw, bias))
+        return x + self.drop_path(self.ffn(self.norm2(x), hw))
 
 
 class Stage(nn.Module):
@@ -363,16 +359,8 @@ class TCGN(nn.Module):
         fc = p["fc_dim"]
         self.head_conv = nn.Sequential(nn.Conv2d(dims[-1], fc, 1), nn.BatchNorm2d(fc), nn.SiLU())
         self.head = nn.Sequential(nn.Dropout(p["dropout"]), nn.Linear(fc, 4 * fc), nn.GELU(), nn.Linear(4 * fc, n_genes))
-        self.apply(self._init)
+        self.apply(init_weights)
 
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias) if m.bias is not None else None
-        elif isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            nn.init.zeros_(m.bias) if m.bias is not None else None
 
     def features(self, batch: dict) -> torch.Tensor:
         """The pooled representation the head reads, ``(B, fc_dim)``."""

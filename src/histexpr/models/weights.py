@@ -43,3 +43,14 @@ def load_pretrained(module: nn.Module, path: str | None, name: str, skip: tuple[
              "skipped)", name, len(keep), path, len(missing), len(wrong_shape))
     if not keep:
         raise ConfigError(path, f"{name}: no tensor of this checkpoint matches the model; is it the right architecture?")
+
+
+def init_weights(m: nn.Module) -> None:
+    """The usual transformer initialisation (``module.apply(init_weights)``): truncated normal (σ 0.02) for
+    linear layers, He (fan-out) for convolutions, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+    elif isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out")
+    if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
+        nn.init.zeros_(m.bias)
