@@ -3,6 +3,7 @@
 #   snakemake --cores N                                  # the embedded demo (config/config.yaml)
 #   snakemake --cores N --configfile config/her2st.yaml  # HER2ST
 #   snakemake --cores N --configfile config/her2st.yaml results/her2st/vit/fold_1/metrics.tsv
+#   snakemake --cores N --configfile config/lymphoma.yaml  # attention sampling, lymphoma subtypes
 
 from snakemake.utils import min_version
 
@@ -16,16 +17,29 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/folds.smk"
-include: "workflow/rules/extractor.smk"
-include: "workflow/rules/exemplars.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+# A study is either spatial expression (the default) or megapixel image
+# classification (task: classification, e.g. config/lymphoma.yaml).
+if config.get("task", "expression") == "classification":
 
+    include: "workflow/rules/common_classify.smk"
+    include: "workflow/rules/classify.smk"
 
-rule all:
-    input:
-        final_targets,
-    default_target: True
+    rule all:
+        input:
+            classify_targets,
+        default_target: True
+
+else:
+
+    include: "workflow/rules/common.smk"
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/folds.smk"
+    include: "workflow/rules/extractor.smk"
+    include: "workflow/rules/exemplars.smk"
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/evaluate.smk"
+
+    rule all:
+        input:
+            final_targets,
+        default_target: True

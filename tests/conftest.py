@@ -16,6 +16,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 HER2ST = SHARED_DATA / "her2st"
+LYMPHOMA = SHARED_DATA / "lymphoma"
 VISIUM_SMALL = SHARED_DATA / "visium_small" / "1.0.0"
 
 # Spots per HER2ST section that have both a position and a count row.
@@ -32,6 +33,11 @@ def _need(path: Path, what: str) -> Path:
 @pytest.fixture(scope="session")
 def her2st_root() -> Path:
     return _need(HER2ST, "HER2ST subset")
+
+
+@pytest.fixture(scope="session")
+def lymphoma_root() -> Path:
+    return _need(LYMPHOMA, "lymphoma images (IICBU 2008 subset)")
 
 
 @pytest.fixture(scope="session")

@@ -21,3 +21,12 @@ def test_model_size_smoke():
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {line.split()[0] for line in res.stdout.splitlines()[1:] if line.strip()}
     assert {"tcgn", "cyclemlp", "mpvit", "retro", "vitexp", "egn"} <= rows
+
+
+def test_ats_wsi_smoke():
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ats_wsi.py"), "--size", "3000", "--n", "5"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    header, row = [line.split() for line in res.stdout.splitlines()[-2:]]
+    values = dict(zip(header, row))
+    assert values["N"] == "5" and int(values["pixels_read_per_image"]) < 3000 * 3000 / 10

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import HER2ST_SPOTS, REPO, run_snakemake
+from conftest import HER2ST_SPOTS, LYMPHOMA, REPO, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -309,3 +309,38 @@ def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile):
 def test_conda_dry_run(tmp_path, configfile):
     res = run_snakemake(tmp_path, REPO / "config" / configfile, "-n", "--sdm", "conda")
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def lymphoma_run(lymphoma_root, tmp_path_factory):
+    """The attention-sampling branch on the real lymphoma images: one grid point, both baselines, 2 folds."""
+    work = tmp_path_factory.mktemp("lymphoma")
+    cfg = yaml.safe_load((REPO / "config" / "lymphoma.yaml").read_text())
+    cfg.update(images={"root": str(lymphoma_root)}, grid={"patch_px": [15], "n_patches": [5]},
+               folds={"k": 2, "val_fraction": 0.2, "seed": 0}, attention_maps={"per_class": 1},
+               train={**cfg["train"], "epochs": 2, "patience": 2})
+    path = work / "lymphoma.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(work, path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    return work / "results" / "lymphoma"
+
+
+def test_lymphoma_branch_writes_accuracy_confusion_and_attention_maps(lymphoma_run):
+    out = lymphoma_run
+    acc = pd.read_csv(out / "accuracy.tsv", sep="\t")
+    print("\n" + (out / "logs" / "aggregate_classification.log").read_text())
+    assert acc["setting"].tolist() == ["ats-p15-n5", "uniform-p15-n5", "cnn"]
+    assert (acc["runs"] == 2).all()
+    assert acc[["train_acc", "test_acc"]].apply(lambda c: c.between(0, 1)).all().all()
+    view = 104 * 78  # the 417 x 312 images at view_scale 0.25
+    assert acc.set_index("setting")["pixels_per_image"].to_dict() == {
+        "ats-p15-n5": view + 5 * 15 * 15, "uniform-p15-n5": view + 5 * 15 * 15, "cnn": view}
+    conf = pd.read_csv(out / "confusion.tsv", sep="\t")
+    per_setting = conf.groupby("setting")["count"].sum()
+    assert (per_setting == len(list(LYMPHOMA.glob("*/*.png")))).all()  # every image tested once (2 folds)
+    for png in (out / "figures" / "confusion.png", out / "figures" / "attention" / "ats-p15-n5.png"):
+        assert png.stat().st_size > 10_000
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    for _, f in folds.groupby("fold"):  # no test image in training or model selection
+        assert not set(f.loc[f.split == "test", "image"]) & set(f.loc[f.split != "test", "image"])

@@ -120,3 +120,62 @@ def latent_figure(latents: dict[str, "object"], path: str, n_clusters: int = 4, 
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return pd.DataFrame(rows)
+
+
+def confusion_figure(confusion: pd.DataFrame, path: str) -> None:
+    """One panel per setting: rows the true class, columns the predicted one, shaded by the row fraction."""
+    plt = _plt()
+    settings = list(dict.fromkeys(confusion["setting"]))
+    cols = min(4, len(settings))
+    rows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel()[len(settings):]:
+        ax.axis("off")
+    for ax, setting in zip(axes.ravel(), settings):
+        c = confusion[confusion["setting"] == setting]
+        classes = sorted(set(c["true"]))
+        frac = c.pivot(index="true", columns="predicted", values="fraction").loc[classes, classes].to_numpy()
+        count = c.pivot(index="true", columns="predicted", values="count").loc[classes, classes].to_numpy()
+        ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, int(count[i, j]), ha="center", va="center", color="white" if frac[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{setting} (test, all folds)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def attention_figure(items: list[dict], path: str) -> None:
+    """Per image: the image with its sampled full-resolution patches outlined, then the attention map.
+
+    Args:
+        items: dicts with ``image (H, W, 3)`` uint8, ``attention (h, w)``, ``corners (N, 2)`` (row, col),
+            ``patch`` (px) and ``title``.
+    """
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(len(items), 2, figsize=(8, 3.0 * len(items)), squeeze=False)
+    for (ax_img, ax_att), it in zip(axes, items):
+        ax_img.imshow(it["image"])
+        for top, left in it["corners"]:
+            ax_img.add_patch(Rectangle((left, top), it["patch"], it["patch"], fill=False, edgecolor="yellow", lw=1.2))
+        ax_img.set_title(it["title"], fontsize=9)
+        h, w = it["image"].shape[:2]
+        ax_att.imshow(it["image"], alpha=0.5)
+        im = ax_att.imshow(it["attention"], cmap="magma", alpha=0.6, extent=(0, w, h, 0))
+        fig.colorbar(im, ax=ax_att, fraction=0.035)
+        ax_att.set_title("attention a(x) over the view", fontsize=9)
+        for ax in (ax_img, ax_att):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,21 @@
+"""Stratified K folds of the images; each fold holds out part of its training images for model selection."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+
+from histexpr.utils import setup_logging  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+
+import pandas as pd  # noqa: E402
+
+from histexpr.data.megapixel import stratified_folds  # noqa: E402
+from histexpr.utils import write_table  # noqa: E402
+
+sheet = pd.read_csv(snakemake.input[0], sep="\t", dtype=str, keep_default_na=False)
+p = snakemake.params.folds
+table = stratified_folds(sheet["label"].to_numpy(), p["k"], p["val_fraction"], p["seed"])
+table = table.join(sheet, on="index")
+log.info("images per fold and split:\n%s", table.groupby(["fold", "split", "label"]).size().unstack().to_string())
+write_table(table, snakemake.output[0])

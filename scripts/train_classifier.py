@@ -1,0 +1,27 @@
+"""Train one setting (attention sampling, uniform sampling or the view CNN) on one fold and seed."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+
+from histexpr.utils import setup_logging  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from histexpr.train.classify import ClassifyConfig, run_fold  # noqa: E402
+from histexpr.utils import atomic_path, resolve_device, set_threads, write_table  # noqa: E402
+
+w = snakemake.wildcards
+cfg = ClassifyConfig.from_dict({**snakemake.params.train, "view_scale": snakemake.params.view_scale, "seed": int(w.seed)})
+set_threads(snakemake.threads)
+folds = pd.read_csv(snakemake.input.folds, sep="\t", keep_default_na=False)
+model, history, predictions, classes = run_fold(folds, int(w.fold), w.setting, cfg, snakemake.params.ats,
+                                                resolve_device(cfg.device))
+with atomic_path(snakemake.output.model, suffix=".pt") as tmp:
+    torch.save({"setting": w.setting, "classes": classes, "ats": snakemake.params.ats,
+                "view_scale": cfg.view_scale, "state_dict": model.state_dict()}, tmp)
+write_table(history, snakemake.output.history)
+write_table(predictions, snakemake.output.predictions)

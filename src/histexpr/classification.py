@@ -1,0 +1,83 @@
+"""Accuracy tables of the classification branch: per run, mean ± sd over folds × seeds, confusion matrices."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .models.ats import parse_setting
+
+_RUN = re.compile(r"(?P<setting>[^/]+)/seed_(?P<seed>-?\d+)/fold_(?P<fold>\d+)/[^/]+$")
+
+
+def load_runs(predictions: list[str], histories: list[str] | None = None) -> pd.DataFrame:
+    """Every run's predictions with ``setting, seed, fold`` (and the selected epoch) from its path."""
+    parts = []
+    selected = {}
+    for h in histories or []:
+        m = _RUN.search(Path(h).as_posix())
+        hist = pd.read_csv(h, sep="\t")
+        selected[(m["setting"], int(m["seed"]), int(m["fold"]))] = int(hist.loc[hist["selected"], "epoch"].max())
+    for p in predictions:
+        m = _RUN.search(Path(p).as_posix())
+        if m is None:
+            raise ValueError(f"{p}: not a <setting>/seed_<s>/fold_<k>/ predictions file")
+        key = (m["setting"], int(m["seed"]), int(m["fold"]))
+        df = pd.read_csv(p, sep="\t", keep_default_na=False)
+        parts.append(df.assign(setting=key[0], seed=key[1], fold=key[2], selected_epoch=selected.get(key, np.nan)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _order(settings) -> list[str]:
+    def key(s):
+        p = parse_setting(s)
+        return ({"ats": 0, "uniform": 1, "cnn": 2}[p["kind"]], p.get("patch_px", 0), p.get("n_patches", 0))
+
+    return sorted(set(settings), key=key)
+
+
+def accuracy_tables(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(per_run, summary, confusion)``.
+
+    per_run: accuracy of each split, test seconds and pixels per image, per (setting, seed, fold);
+    summary: per setting, mean and sd over its runs of train and test accuracy, seconds and pixels per image;
+    confusion: test predictions pooled over runs, ``setting, true, predicted, count, fraction`` (of the true class).
+    """
+    runs = runs.assign(correct=runs["label"] == runs["pred"])
+    acc = runs.pivot_table(index=["setting", "seed", "fold"], columns="split", values="correct", aggfunc="mean")
+    acc.columns = [f"{c}_acc" for c in acc.columns]
+    test = runs[runs["split"] == "test"].groupby(["setting", "seed", "fold"])
+    per_run = acc.join(test[["seconds_per_image", "pixels_per_image", "selected_epoch"]].first()).reset_index()
+    rows = []
+    for setting in _order(per_run["setting"]):
+        r = per_run[per_run["setting"] == setting]
+        p = parse_setting(setting)
+        row = {"setting": setting, "kind": p["kind"], "patch_px": p.get("patch_px", ""),
+               "n_patches": p.get("n_patches", ""), "runs": len(r)}
+        for col in ("train_acc", "test_acc"):
+            row[col], row[f"{col}_sd"] = r[col].mean(), r[col].std(ddof=1) if len(r) > 1 else 0.0
+        row["seconds_per_image"] = r["seconds_per_image"].mean()
+        row["pixels_per_image"] = int(r["pixels_per_image"].mean())
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    t = runs[runs["split"] == "test"]
+    conf = t.groupby(["setting", "label", "pred"]).size().rename("count").reset_index()
+    classes = sorted(set(runs["label"]))
+    full = pd.MultiIndex.from_product([_order(t["setting"]), classes, classes], names=["setting", "true", "predicted"])
+    conf = conf.rename(columns={"label": "true", "pred": "predicted"}).set_index(["setting", "true", "predicted"])
+    conf = conf.reindex(full, fill_value=0).reset_index()
+    conf["fraction"] = conf["count"] / conf.groupby(["setting", "true"])["count"].transform("sum").clip(lower=1)
+    return per_run, summary, conf
+
+
+def format_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as people read it: accuracies as ``mean% ± sd%``."""
+    out = summary[["setting", "runs"]].copy()
+    for col, name in (("train_acc", "train accuracy"), ("test_acc", "test accuracy")):
+        out[name] = [f"{100 * m:.1f}% ± {100 * s:.1f}%" for m, s in zip(summary[col], summary[f"{col}_sd"])]
+    out["ms / image"] = (1000 * summary["seconds_per_image"]).round(2)
+    out["pixels / image"] = summary["pixels_per_image"]
+    return out

@@ -1,0 +1,179 @@
+"""Attention sampling for megapixel classification (Katharopoulos & Fleuret 2019; the lymphoma seed).
+
+An attention network looks at a downscaled *view* of the image and puts a
+distribution ``a(x)`` over its cells; ``N`` cells are sampled from it without
+replacement; a ``P × P`` patch is cut around each at full resolution; a small
+feature network maps each patch to unit-norm logits; the class distribution
+is their attention-weighted average, then a softmax::
+
+    a(x)      = softmax_{h,w}( conv3×3→1( [conv3×3→8, tanh, BN] × 3 (view) ) )          (B, h, w), Σ = 1
+    s_1..s_N  = top-N of log a + Gumbel noise          (Gumbel top-k: N draws without replacement)
+    f(p)      = normalise( W · maxpool( [conv3×3→16, ReLU] × 4 (p) ) )                   ‖f‖ = 1
+    o         = softmax( Σ_i w_i f(p_{s_i}) )
+
+Two ways to learn the attention (``estimator``):
+
+* ``reinforce`` (the seed): ``w_i = a_{s_i} / Σ_j a_{s_j}`` (no gradient); the
+  attention net follows the policy gradient of the sample's loss with a
+  running-mean baseline, ``(L - L̄) ∇ log p(s_1..s_N)``, where ``p`` is the
+  probability of the ordered draw without replacement,
+  ``Π_i a_{s_i} / (1 - Σ_{j<i} a_{s_j})``;
+* ``expectation`` (Katharopoulos & Fleuret): the unbiased estimator of
+  ``E_{i~a}[f_i] = Σ_i a_i f_i`` for sampling without replacement,
+  ``(1/N) Σ_k [Σ_{j<k} a_{s_j} f_{s_j} + (1 - Σ_{j<k} a_{s_j}) f_{s_k}]``, i.e.
+  ``w_m = ((1 - c_{m-1}) + (N - m) a_{s_m}) / N`` with ``c`` the running sum of
+  the sampled attention; the loss is differentiated through ``w``.
+
+Both add ``λ Σ_x a(x) log a(x)`` (the seed's ``H``, minus the entropy) to the
+attention's loss, so a positive ``λ`` pushes ``a`` towards uniform
+(exploration). ``uniform`` sampling (``w_i = 1/N``, no attention network) and a
+small CNN on the whole view are the baselines.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ESTIMATORS = ("reinforce", "expectation")
+
+
+class AttentionNet(nn.Module):
+    """View ``(B, 3, h, w)`` → attention ``(B, h, w)`` summing to one over both spatial axes."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        layers, cin = [], 3
+        for _ in range(3):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.Tanh(), nn.BatchNorm2d(width)]
+            cin = width
+        self.body = nn.Sequential(*layers, nn.Conv2d(width, 1, 3, padding=1))
+
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        logits = self.body(view)[:, 0]
+        b, h, w = logits.shape
+        return torch.softmax(logits.reshape(b, -1), -1).reshape(b, h, w)
+
+
+class FeatureNet(nn.Module):
+    """Patches ``(M, 3, P, P)`` → unit-norm logits ``(M, C)``."""
+
+    def __init__(self, n_classes: int, width: int = 16):
+        super().__init__()
+        layers, cin = [], 3
+        for _ in range(4):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU()]
+            cin = width
+        self.body, self.fc = nn.Sequential(*layers), nn.Linear(width, n_classes)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.fc(self.body(patches).amax((2, 3))), dim=-1)
+
+
+def gumbel_topk(probs: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` distinct cells of each row of ``probs (B, K)``, in the order a sequential draw without
+    replacement would produce them: the top-``n`` of ``log p + Gumbel(0, 1)``. Returns ``(B, n)`` indices."""
+    u = torch.rand(probs.shape, generator=generator, device="cpu").to(probs.device).clamp_(1e-12, 1 - 1e-12)
+    keys = torch.log(probs.clamp_min(1e-30)) - torch.log(-torch.log(u))
+    return keys.topk(n, dim=-1).indices
+
+
+def log_prob_without_replacement(probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``log Π_i p_{s_i} / (1 - Σ_{j<i} p_{s_j})`` of the ordered draw ``idx (B, N)`` from ``probs (B, K)``."""
+    p = probs.gather(1, idx)
+    before = torch.cumsum(p, 1) - p
+    return (torch.log(p.clamp_min(1e-30)) - torch.log((1 - before).clamp_min(1e-12))).sum(1)
+
+
+def expectation_weights(p_sampled: torch.Tensor) -> torch.Tensor:
+    """Weights ``w (B, N)`` of the unbiased without-replacement estimator ``Σ_m w_m f_{s_m}`` of ``Σ_i a_i f_i``,
+    from the sampled attention ``p_sampled (B, N)`` in draw order."""
+    n = p_sampled.shape[1]
+    before = torch.cumsum(p_sampled, 1) - p_sampled  # c_{m-1}
+    later = torch.arange(n - 1, -1, -1, device=p_sampled.device, dtype=p_sampled.dtype)  # N - m
+    return ((1 - before) + later * p_sampled) / n
+
+
+def neg_entropy(a: torch.Tensor) -> torch.Tensor:
+    """The seed's ``H(a) = Σ_x a(x) log a(x)`` per image, ``(B, h, w)`` → ``(B,)``."""
+    flat = a.reshape(a.shape[0], -1)
+    return (flat * torch.log(flat.clamp_min(1e-30))).sum(1)
+
+
+class AttentionSampling(nn.Module):
+    """The attention-sampling classifier (``sampler="attention"``) or its uniform-sampling baseline."""
+
+    def __init__(self, n_classes: int, n_patches: int, patch_px: int, sampler: str = "attention",
+                 estimator: str = "reinforce", entropy: float = 0.01):
+        super().__init__()
+        if sampler not in ("attention", "uniform"):
+            raise ValueError(f"unknown sampler {sampler!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
+        self.n, self.patch_px, self.sampler, self.estimator, self.entropy = n_patches, patch_px, sampler, estimator, entropy
+        self.attention = AttentionNet() if sampler == "attention" else None
+        self.features = FeatureNet(n_classes)
+
+    def attend(self, view: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, h, w)`` → ``(B, h, w)``; uniform for the baseline."""
+        if self.attention is None:
+            b, _, h, w = view.shape
+            return view.new_full((b, h, w), 1.0 / (h * w))
+        return self.attention(view)
+
+    def sample(self, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``N`` distinct cells of the flattened view grid, ``(B, N)``, in draw order."""
+        flat = a.reshape(a.shape[0], -1)
+        if self.n > flat.shape[1]:
+            raise ValueError(f"{self.n} patches asked from a view of only {flat.shape[1]} cells")
+        return gumbel_topk(flat.detach(), self.n, generator)
+
+    def weights(self, a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Aggregation weights ``(B, N)`` of the sampled patches' logits."""
+        if self.attention is None:
+            return a.new_full(idx.shape, 1.0 / idx.shape[1])
+        p = a.reshape(a.shape[0], -1).gather(1, idx)
+        if self.estimator == "expectation":
+            return expectation_weights(p)
+        return (p / p.sum(1, keepdim=True)).detach()
+
+    def classify(self, patches: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Patches ``(B, N, 3, P, P)`` and weights ``(B, N)`` → class logits ``Σ_i w_i f_i``, ``(B, C)``
+        (a softmax turns them into ``o``)."""
+        b, n = patches.shape[:2]
+        f = self.features(patches.flatten(0, 1)).view(b, n, -1)
+        return (w.unsqueeze(-1) * f).sum(1)
+
+
+class ViewCNN(nn.Module):
+    """The full-image baseline: ``[conv3×3→16, ReLU, maxpool 2] × 4``, global max pool, linear, on the view."""
+
+    def __init__(self, n_classes: int, width: int = 16):
+        super().__init__()
+        layers, cin = [], 3
+        for _ in range(4):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            cin = width
+        self.body, self.fc = nn.Sequential(*layers), nn.Linear(width, n_classes)
+
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(view).amax((2, 3)))
+
+
+def parse_setting(name: str) -> dict:
+    """``ats-p15-n5`` / ``uniform-p32-n20`` / ``cnn`` → its kind, patch size and number of patches."""
+    if name == "cnn":
+        return {"kind": "cnn"}
+    kind, p, n = name.split("-")
+    if kind not in ("ats", "uniform") or not p.startswith("p") or not n.startswith("n"):
+        raise ValueError(f"unknown setting {name!r}: expected ats-p<px>-n<N>, uniform-p<px>-n<N> or cnn")
+    return {"kind": kind, "patch_px": int(p[1:]), "n_patches": int(n[1:])}
+
+
+def build_classifier(setting: str, n_classes: int, estimator: str = "reinforce", entropy: float = 0.01) -> nn.Module:
+    s = parse_setting(setting)
+    if s["kind"] == "cnn":
+        return ViewCNN(n_classes)
+    return AttentionSampling(n_classes, s["n_patches"], s["patch_px"], "attention" if s["kind"] == "ats" else "uniform",
+                             estimator, entropy)

@@ -1,0 +1,293 @@
+"""Training and evaluation of the megapixel classifiers (attention sampling, uniform sampling, view CNN).
+
+Images of one study share a size and sit in memory as uint8; each batch is
+augmented (flips, brightness/contrast jitter), downscaled to the view by area
+averaging, and the sampled patches are gathered from the full-resolution batch
+by index. The attention-sampling model's two networks have their own Adam
+optimisers (the attention's with β1 = ``attention_beta1``, 0.999 in the seed);
+one backward pass gives each its own gradient (see :meth:`step_loss`). The
+epoch kept is the one with the best validation accuracy (ties: lower
+validation loss); test images are never looked at during training.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data.megapixel import patch_corners, view_shape
+from ..models.ats import AttentionSampling, log_prob_without_replacement, neg_entropy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassifyConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    attention_lr: float = 1e-3
+    attention_beta1: float = 0.999
+    baseline_momentum: float = 0.9
+    patience: int = 10
+    augment: bool = True
+    view_scale: float = 0.25
+    seed: int = 0
+    eval_seed: int = 1234
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ClassifyConfig":
+        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
+
+
+def load_images(paths: list[str]) -> np.ndarray:
+    """``(n, H, W, 3)`` uint8; all images must share one size (training batches them)."""
+    from ..data.megapixel import ArrayImage
+    from ..errors import InputError
+
+    arrays = [ArrayImage.open(p).array for p in tqdm(paths, desc="load images", mininterval=5.0)]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        first = arrays[0].shape
+        odd = next(p for p, a in zip(paths, arrays) if a.shape != first)
+        raise InputError(odd, f"is {arrays[paths.index(odd)].shape[:2]} px but {paths[0]} is {first[:2]}; "
+                              "training batches need one image size (resize them first)")
+    return np.stack(arrays)
+
+
+def to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` in ``[-0.5, 0.5]``."""
+    return torch.as_tensor(np.require(images, requirements="W")).to(device).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal/vertical flips and ±10% brightness and contrast, per image."""
+    b = x.shape[0]
+    flip_h, flip_v = (torch.rand(b, generator=gen) < 0.5), (torch.rand(b, generator=gen) < 0.5)
+    x = torch.where(flip_h.to(x.device)[:, None, None, None], x.flip(3), x)
+    x = torch.where(flip_v.to(x.device)[:, None, None, None], x.flip(2), x)
+    gain = (1 + 0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
+    shift = (0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return ((x - mean) * gain + mean + shift).clamp(-0.5, 0.5)
+
+
+def gather_patches(x: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
+    """Patches ``(B, N, 3, P, P)`` of ``x (B, 3, H, W)`` with top-left ``corners (B, N, 2)``."""
+    b, n = corners.shape[:2]
+    ar = torch.arange(patch, device=x.device)
+    rows = corners[..., 0, None] + ar  # (B, N, P)
+    cols = corners[..., 1, None] + ar
+    bidx = torch.arange(b, device=x.device)[:, None, None, None]
+    out = x.permute(0, 2, 3, 1)[bidx, rows[..., :, None], cols[..., None, :]]  # (B, N, P, P, 3)
+    return out.permute(0, 1, 4, 2, 3)
+
+
+def forward(model, x: torch.Tensor, cfg: ClassifyConfig, gen: torch.Generator | None):
+    """Class logits ``(B, C)``; for attention sampling also the attention ``(B, h, w)`` and draw ``(B, N)``."""
+    h, w = view_shape(x.shape[2], x.shape[3], cfg.view_scale)
+    view = F.interpolate(x, size=(h, w), mode="area")
+    if not isinstance(model, AttentionSampling):
+        return model(view), None, None
+    a = model.attend(view)
+    idx = model.sample(a, gen)
+    corners = torch.as_tensor(patch_corners(idx.cpu().numpy(), (h, w), x.shape[2:], model.patch_px), device=x.device)
+    return model.classify(gather_patches(x, corners, model.patch_px), model.weights(a, idx)), a, idx
+
+
+def step_loss(model, logits, y, a, idx, baseline: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scalar whose gradient is, for each network, the gradient of its own objective; and per-image CE.
+
+    * uniform / CNN: ``CE``;
+    * ``reinforce``: ``CE`` (features; the weights carry no gradient) ``+ (CE - L̄) log p(draw)`` (attention)
+      ``+ λ Σ a log a``;
+    * ``expectation``: ``CE + λ Σ a log a``, differentiated through the estimator's weights by both.
+    """
+    ce = F.cross_entropy(logits, y, reduction="none")
+    loss = ce.mean()
+    if a is None or model.attention is None:
+        return loss, ce
+    loss = loss + model.entropy * neg_entropy(a).mean()
+    if model.estimator == "reinforce":
+        advantage = ce.detach() - (ce.detach().mean() if baseline is None else baseline)
+        loss = loss + (advantage * log_prob_without_replacement(a.reshape(a.shape[0], -1), idx)).mean()
+    return loss, ce
+
+
+def optimisers(model, cfg: ClassifyConfig) -> list[torch.optim.Optimizer]:
+    if isinstance(model, AttentionSampling) and model.attention is not None:
+        return [torch.optim.Adam(model.features.parameters(), lr=cfg.lr),
+                torch.optim.Adam(model.attention.parameters(), lr=cfg.attention_lr, betas=(cfg.attention_beta1, 0.999))]
+    return [torch.optim.Adam(model.parameters(), lr=cfg.lr)]
+
+
+@torch.no_grad()
+def evaluate(model, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, cfg: ClassifyConfig,
+             device: torch.device) -> dict:
+    """Probabilities ``(n, C)``, accuracy, mean CE and seconds per image, sampling with a fixed seed."""
+    model.eval()
+    gen = torch.Generator().manual_seed(cfg.eval_seed)
+    probs, t0 = [], time.perf_counter()
+    for start in range(0, len(rows), cfg.batch_size):
+        r = rows[start:start + cfg.batch_size]
+        logits, _, _ = forward(model, to_float(images[r], device), cfg, gen)
+        probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
+    seconds = (time.perf_counter() - t0) / max(1, len(rows))
+    p = np.concatenate(probs) if probs else np.zeros((0, 0))
+    y = labels[rows]
+    ce = float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12)))) if len(y) else float("nan")
+    return {"probs": p, "accuracy": float((p.argmax(1) == y).mean()) if len(y) else float("nan"), "ce": ce,
+            "seconds_per_image": seconds}
+
+
+def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray, cfg: ClassifyConfig,
+        device: torch.device):
+    """Train on ``train`` rows, keep the best epoch on ``val``; returns the model and its history."""
+    model.to(device)
+    opts = optimisers(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history, best_key, best_state, since, baseline = [], None, None, 0, None
+    y_all = torch.as_tensor(labels)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0, losses, correct = time.perf_counter(), [], 0
+        perm = train[torch.randperm(len(train), generator=gen).numpy()]
+        for start in tqdm(range(0, len(perm), cfg.batch_size), desc=f"epoch {epoch}", leave=False, mininterval=5.0):
+            r = perm[start:start + cfg.batch_size]
+            if len(r) < 2 and len(perm) > 1:
+                continue  # BatchNorm needs two images
+            x = to_float(images[r], device)
+            if cfg.augment:
+                x = augment(x, gen)
+            y = y_all[r].to(device)
+            logits, a, idx = forward(model, x, cfg, gen)
+            loss, ce = step_loss(model, logits, y, a, idx, baseline)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+            m = float(ce.detach().mean())
+            baseline = m if baseline is None else cfg.baseline_momentum * baseline + (1 - cfg.baseline_momentum) * m
+            losses.append(m)
+            correct += int((logits.argmax(1) == y).sum())
+        row = {"epoch": epoch, "train_ce": float(np.mean(losses)), "train_acc_sampled": correct / max(1, len(perm))}
+        if len(val):
+            ev = evaluate(model, images, val, labels, cfg, device)
+            row.update(val_acc=ev["accuracy"], val_ce=ev["ce"])
+            key = (ev["accuracy"], -ev["ce"])
+        else:
+            key = (epoch, 0.0)
+        row["seconds"] = time.perf_counter() - t0
+        if best_key is None or key > best_key:
+            best_key, best_state, since, row["selected"] = key, copy.deepcopy(model.state_dict()), 0, True
+        else:
+            since, row["selected"] = since + 1, False
+        history.append(row)
+        log.info("epoch %d/%d: %s", epoch, cfg.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        if len(val) and since >= cfg.patience:
+            log.info("early stopping: validation accuracy has not improved for %d epochs", cfg.patience)
+            break
+    model.load_state_dict(best_state)
+    hist = pd.DataFrame(history)
+    hist["selected"] = hist["epoch"] == hist.loc[hist["selected"], "epoch"].max()
+    return model, hist
+
+
+def pixels_per_image(model, height: int, width: int, view_scale: float) -> int:
+    """Pixels a model reads per image: the view, plus ``N · P²`` full-resolution pixels when it samples."""
+    h, w = view_shape(height, width, view_scale)
+    if isinstance(model, AttentionSampling):
+        return h * w + model.n * model.patch_px**2
+    return h * w
+
+
+def run_fold(folds: pd.DataFrame, fold: int, setting: str, cfg: ClassifyConfig, ats: dict, device: torch.device):
+    """Train ``setting`` on one fold of the fold table; predictions for every image of the fold.
+
+    Returns the model, its history, a predictions table (``image, label, split, pred, p_<class>...,
+    seconds_per_image, pixels_per_image``) and the class names (index order).
+    """
+    from ..models.ats import build_classifier
+    from ..utils import seed_everything
+
+    f = folds[folds["fold"] == fold].sort_values("index").reset_index(drop=True)
+    if f.empty:
+        raise ValueError(f"fold {fold} is not in the fold table")
+    classes = sorted(f["label"].unique())
+    labels = f["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    images = load_images(f["image"].tolist())
+    rows = {s: np.flatnonzero(f["split"].to_numpy() == s) for s in ("train", "val", "test")}
+    log.info("%s, fold %d, seed %d: %d classes %s; train/val/test images %d/%d/%d of %s px", setting, fold, cfg.seed,
+             len(classes), classes, len(rows["train"]), len(rows["val"]), len(rows["test"]), images.shape[1:3])
+    seed_everything(cfg.seed)
+    model = build_classifier(setting, len(classes), ats.get("estimator", "expectation"), ats.get("entropy", 0.01))
+    log.info("%s: %d parameters; estimator %s", setting, sum(p.numel() for p in model.parameters()),
+             getattr(model, "estimator", "-") if getattr(model, "attention", None) is not None else "none")
+    model, history = fit(model, images, labels, rows["train"], rows["val"], cfg, device)
+    out = []
+    for split, r in rows.items():
+        if not len(r):
+            continue
+        ev = evaluate(model, images, r, labels, cfg, device)
+        part = f.loc[r, ["index", "image", "label", "split"]].copy()
+        part["pred"] = [classes[i] for i in ev["probs"].argmax(1)]
+        for i, c in enumerate(classes):
+            part[f"p_{c}"] = ev["probs"][:, i]
+        part["seconds_per_image"] = ev["seconds_per_image"]
+        out.append(part)
+        log.info("%s accuracy %.3f", split, ev["accuracy"])
+    pred = pd.concat(out, ignore_index=True)
+    pred["pixels_per_image"] = pixels_per_image(model, images.shape[1], images.shape[2], cfg.view_scale)
+    return model, history, pred, classes
+
+
+def load_classifier(path: str):
+    """A trained classifier from its ``model.pt``: ``(model in eval mode, class names, view scale)``."""
+    from ..models.ats import build_classifier
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ats = ckpt.get("ats") or {}
+    model = build_classifier(ckpt["setting"], len(ckpt["classes"]), ats.get("estimator", "expectation"),
+                             ats.get("entropy", 0.01))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), list(ckpt["classes"]), float(ckpt["view_scale"])
+
+
+@torch.no_grad()
+def classify_image(model, source, classes: list[str], view_scale: float, generator: torch.Generator | None = None) -> dict:
+    """Classify one image read through ``source`` (:class:`~histexpr.data.megapixel.ArrayImage` or
+    :class:`~histexpr.data.megapixel.SlideImage`): the view at ``view_scale``, then only the sampled
+    patches at full resolution — a whole-slide image is never loaded whole.
+
+    Returns ``label``, ``probs (C,)``, ``attention (h, w)`` (None for the CNN), ``corners (N, 2)``,
+    ``pixels_read`` and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    model.eval()
+    device = next(model.parameters()).device
+    before = source.pixels_read
+    view = to_float(source.view(view_scale)[None], device)
+    if isinstance(model, AttentionSampling):
+        a = model.attend(view)
+        idx = model.sample(a, generator)
+        corners = patch_corners(idx[0].cpu().numpy(), tuple(view.shape[2:]), (source.height, source.width),
+                                model.patch_px)
+        patches = to_float(source.patches(corners, model.patch_px), device)[None]  # (1, N, 3, P, P)
+        logits = model.classify(patches, model.weights(a, idx))
+        attention = a[0].cpu().numpy()
+    else:
+        logits, attention, corners = model(view), None, np.zeros((0, 2), int)
+    probs = torch.softmax(logits[0].float(), -1).cpu().numpy()
+    return {"label": classes[int(probs.argmax())], "probs": probs, "attention": attention, "corners": corners,
+            "pixels_read": source.pixels_read - before, "seconds": time.perf_counter() - t0}

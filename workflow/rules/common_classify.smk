@@ -1,0 +1,50 @@
+# Helpers and validation of a classification study (task: classification).
+import os
+import sys
+
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+
+from histexpr.config import validate as validate_config  # noqa: E402
+
+SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
+ENV = "../../envs/histexpr.yaml"
+
+config.update(
+    validate_config(
+        config,
+        os.path.join(SCHEMAS, "classify.schema.yaml"),
+        ", ".join(map(str, workflow.configfiles)) or "config",
+    )
+)
+
+R = f"results/{config['study']}"
+GRID = [(p, n) for p in config["grid"]["patch_px"] for n in config["grid"]["n_patches"]]
+# Every trained setting: attention sampling over the grid, then the baselines.
+SETTINGS = (
+    [f"ats-p{p}-n{n}" for p, n in GRID]
+    + ([f"uniform-p{p}-n{n}" for p, n in GRID] if "uniform" in config["baselines"] else [])
+    + (["cnn"] if "cnn" in config["baselines"] else [])
+)
+FOLDS = list(range(1, config["folds"]["k"] + 1))
+SEEDS = config["seeds"]
+
+
+wildcard_constraints:
+    setting=r"ats-p\d+-n\d+|uniform-p\d+-n\d+|cnn",
+    fold=r"\d+",
+    seed=r"-?\d+",
+
+
+def images_source():
+    images = config["images"]
+    return images if isinstance(images, str) else images["root"]
+
+
+def run_files(name):
+    return expand(f"{R}/{{setting}}/seed_{{seed}}/fold_{{fold}}/{name}", setting=SETTINGS, seed=SEEDS, fold=FOLDS)
+
+
+def classify_targets(wildcards):
+    ats = [s for s in SETTINGS if s.startswith("ats-")]
+    return [f"{R}/accuracy.tsv", f"{R}/confusion.tsv", f"{R}/figures/confusion.png"] + expand(
+        f"{R}/figures/attention/{{setting}}.png", setting=ats if config["attention_maps"]["per_class"] else [])
