@@ -70,15 +70,17 @@ def to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal/vertical flips and ±10% brightness and contrast, per image."""
+    """Random horizontal/vertical flips and ±10% brightness and contrast, per image (in place)."""
     b = x.shape[0]
-    flip_h, flip_v = (torch.rand(b, generator=gen) < 0.5), (torch.rand(b, generator=gen) < 0.5)
-    x = torch.where(flip_h.to(x.device)[:, None, None, None], x.flip(3), x)
-    x = torch.where(flip_v.to(x.device)[:, None, None, None], x.flip(2), x)
+    flip_h, flip_v = torch.rand(b, generator=gen) < 0.5, torch.rand(b, generator=gen) < 0.5
+    if flip_h.any():
+        x[flip_h.to(x.device)] = x[flip_h.to(x.device)].flip(3)
+    if flip_v.any():
+        x[flip_v.to(x.device)] = x[flip_v.to(x.device)].flip(2)
     gain = (1 + 0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
     shift = (0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
     mean = x.mean((1, 2, 3), keepdim=True)
-    return ((x - mean) * gain + mean + shift).clamp(-0.5, 0.5)
+    return x.mul_(gain).add_(mean * (1 - gain) + shift).clamp_(-0.5, 0.5)
 
 
 def gather_patches(x: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
