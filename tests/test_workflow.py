@@ -285,7 +285,7 @@ def _rules(configfile: Path):
         return [(r.name, r.conda_env, r.snakefile) for r in wf._workflow.rules]
 
 
-@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml", "lymphoma.yaml"])
 def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile):
     pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
@@ -305,7 +305,7 @@ def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile):
 @pytest.mark.skipif(shutil.which("conda") is None and shutil.which("mamba") is None,
                     reason="conda is not installed on this machine; snakemake's conda dry run needs it "
                            "(the env wiring is checked by test_every_rule_has_a_real_conda_env_with_the_pinned_versions)")
-@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml", "lymphoma.yaml"])
 def test_conda_dry_run(tmp_path, configfile):
     res = run_snakemake(tmp_path, REPO / "config" / configfile, "-n", "--sdm", "conda")
     assert res.returncode == 0, res.stderr[-3000:]

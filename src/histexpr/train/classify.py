@@ -12,7 +12,6 @@ validation loss); test images are never looked at during training.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from ..data.megapixel import patch_corners, view_shape
 from ..models.ats import AttentionSampling, log_prob_without_replacement, neg_entropy
+from .selection import BestEpoch
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
     model.to(device)
     opts = optimisers(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    history, best_key, best_state, since, baseline = [], None, None, 0, None
+    history, best, baseline = [], BestEpoch(cfg.patience), None
     y_all = torch.as_tensor(labels)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -190,19 +190,16 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
         else:
             key = (epoch, 0.0)
         row["seconds"] = time.perf_counter() - t0
-        if best_key is None or key > best_key:
-            best_key, best_state, since, row["selected"] = key, copy.deepcopy(model.state_dict()), 0, True
-        else:
-            since, row["selected"] = since + 1, False
+        best.update(model, epoch, key)
         history.append(row)
         log.info("epoch %d/%d: %s", epoch, cfg.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-        if len(val) and since >= cfg.patience:
+        if len(val) and best.stale:
             log.info("early stopping: validation accuracy has not improved for %d epochs", cfg.patience)
             break
-    model.load_state_dict(best_state)
     hist = pd.DataFrame(history)
-    hist["selected"] = hist["epoch"] == hist.loc[hist["selected"], "epoch"].max()
+    hist["selected"] = hist["epoch"] == best.restore(model)
+    log.info("selected epoch %d", best.epoch)
     return model, hist
 
 

@@ -8,7 +8,6 @@ looks at the test split).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -22,6 +21,7 @@ from tqdm import tqdm
 from ..data.fold import FoldData
 from ..metrics import pearson_per_gene
 from .augment import dihedral, normalise, to_float
+from .selection import BestEpoch
 from .losses import mse_pcc_loss
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total, cfg.min_lr_ratio))
     gen = torch.Generator().manual_seed(cfg.seed)
-    history, best, best_state, best_epoch, since_best = [], -np.inf, None, 0, 0
+    history, best = [], BestEpoch(cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.time()
         model.train()
@@ -152,19 +152,15 @@ def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.
         if not np.isfinite(score):
             score = -np.inf  # a diverged epoch never wins
         row["seconds"] = time.time() - t0
-        if score > best or best_state is None:
-            best, best_epoch, since_best = score, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
-            since_best += 1
+        best.update(model, epoch, score)
         row["selected"] = False
         history.append(row)
         log.info("epoch %d/%d: %s", epoch, cfg.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-        if len(val_rows) and since_best >= cfg.patience:
+        if len(val_rows) and best.stale:
             log.info("early stopping: validation PCC@M has not improved for %d epochs", cfg.patience)
             break
-    model.load_state_dict(best_state)
+    best_epoch = best.restore(model)
     hist = pd.DataFrame(history)
     hist.loc[hist["epoch"] == best_epoch, "selected"] = True
     log.info("selected epoch %d", best_epoch)
