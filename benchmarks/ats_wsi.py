@@ -99,7 +99,7 @@ def infer(path: str, n: int, patch: int, view_px: int, model_path: str | None) -
         out = classify_image(model, slide, classes, scale, torch.Generator().manual_seed(i + 1))
     seconds = (time.perf_counter() - t0) / runs
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"N": n, "patch_px": model.patch_px, "image": f"{slide.width} x {slide.height}",
+    return {"N": n, "patch_px": model.patch_px, "image": f"{slide.width}x{slide.height}",
             "view": "x".join(map(str, out["attention"].shape)), "seconds_per_image": round(seconds, 4),
             "pixels_read_per_image": int(out["pixels_read"]), "rss_after_imports_MB": round(base_mb, 1),
             "peak_rss_MB": round(peak_mb, 1)}

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.workflow
 TINY_TRAINING = {
     "extractor": {"kind": "stylegan", "input_px": 16, "dim": 16, "width": 8, "cap": 32, "epochs": 2,
                   "batch_size": 32},
-    "train": {"epochs": 2, "batch_size": 16, "patience": 2},
+    "train": {"epochs": 2, "batch_size": 32, "patience": 2},
     "model_params": {"vit": {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2},
                      "egn": {"patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "eb_heads": 2,
                              "eb_head_dim": 8, "frequency": 1, "n_exemplars": 9}},
@@ -216,7 +216,7 @@ def table1_run(her2st_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("her2st_table1")
     params = {**TINY_TRAINING["model_params"], **{m: TINY[m] for m in ("tcgn", "cyclemlp", "mpvit")},
               **{m: {**TINY[m], "n_exemplars": 9} for m in ("retro", "vitexp")}}
-    run_her2st(work, her2st_root, **{**TINY_TRAINING, "model_params": params, "train": {"epochs": 1, "batch_size": 16}},
+    run_her2st(work, her2st_root, **{**TINY_TRAINING, "model_params": params, "train": {"epochs": 1, "batch_size": 64}},
                expression={"top_n": 250, "log1p": True, "protocols": ["raw"]}, models=TABLE1)
     return work / "results" / "her2st"
 
