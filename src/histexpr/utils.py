@@ -98,3 +98,12 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(int(n))
+
+
+class FromDict:
+    """Dataclass mixin: ``from_dict(config)`` keeps the keys the class knows and ignores the rest
+    (a rule's params carry settings meant for other steps)."""
+
+    @classmethod
+    def from_dict(cls, d: dict | None):
+        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})

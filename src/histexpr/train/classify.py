@@ -24,13 +24,14 @@ from tqdm import tqdm
 
 from ..data.megapixel import patch_corners, view_shape
 from ..models.ats import AttentionSampling, log_prob_without_replacement, neg_entropy
+from ..utils import FromDict
 from .selection import BestEpoch
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(FromDict):
     epochs: int = 30
     batch_size: int = 16
     lr: float = 1e-3
@@ -43,10 +44,6 @@ class ClassifyConfig:
     seed: int = 0
     eval_seed: int = 1234
     device: str = "auto"
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ClassifyConfig":
-        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
 
 
 def load_images(paths: list[str]) -> np.ndarray:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..data.fold import FoldData
 from ..metrics import pearson_per_gene
 from .augment import dihedral, normalise, to_float
+from ..utils import FromDict
 from .selection import BestEpoch
 from .losses import mse_pcc_loss
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(FromDict):
     epochs: int = 50
     batch_size: int = 32
     eval_batch_size: int = 128
@@ -41,12 +42,6 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     device: str = "auto"
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainConfig":
-        d = dict(d or {})
-        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
