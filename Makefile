@@ -1,6 +1,7 @@
 # histexpr: two commands do all setup.
 #   make demo   create .venv, install, run the workflow on the embedded (synthetic) demo study
 #   make test   create .venv, install, run the test suite
+#   make test-slurm  the workflow through profiles/slurm on a single-node SLURM cluster started on localhost
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,10 +10,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean-results help
+.PHONY: install demo test test-slurm test-fast lint clean-results help
 
 help:
-	@echo "make demo | make test | make test-fast | make lint | make clean-results"
+	@echo "make demo | make test | make test-slurm | make test-fast | make lint | make clean-results"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +30,12 @@ demo: install
 	$(BIN)/python -m histexpr.show results/demo
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not slurm" tests
+
+# A real SLURM cluster on localhost (installs slurm-wlm + munge with apt when missing; needs root), the demo
+# study submitted through profiles/slurm, the same metrics as a local run; the daemons stop afterwards.
+test-slurm: install
+	PYTHON=$(BIN)/python bash tests/slurm/run.sh
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not workflow" tests
