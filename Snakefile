@@ -10,6 +10,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 # The demo config is the default; a --configfile replaces it rather than
 # merging into it, so no demo setting leaks into another study.
 if not workflow.overwrite_configfiles:
@@ -38,6 +41,8 @@ else:
     include: "workflow/rules/exemplars.smk"
     include: "workflow/rules/train.smk"
     include: "workflow/rules/evaluate.smk"
+    include: "workflow/rules/report.smk"
+    include: "workflow/rules/predict.smk"
 
     rule all:
         input:

@@ -18,7 +18,6 @@ from test_workflow import TINY_TRAINING
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
 PROFILE = REPO / "profiles" / "slurm"
-GPU_RULES = {"train_extractor", "embed", "train"}
 
 
 def _cluster_up() -> bool:
@@ -65,13 +64,15 @@ def test_every_rule_ran_as_a_slurm_job_with_the_profiles_resources(runs):
     assert {"make_demo", "tile", "folds", "expression", "train_extractor", "embed", "exemplars", "train",
             "evaluate", "aggregate"} <= rules, rules
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
+    assert {rule for rule, res in profile.items() if res.get("gpu")} >= {"train_extractor", "embed", "train"}
     for jobid, rule in submitted:
         fields = dict(f.split("=", 1) for f in subprocess.run(
             ["scontrol", "show", "job", "-o", jobid], capture_output=True, text=True, check=True).stdout.split()
             if "=" in f)
         assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", (rule, fields)
         assert int(fields["NumCPUs"]) == profile[rule].get("cpus_per_task", 1), (rule, fields["NumCPUs"])
-        assert ("gres:gpu:1" in fields.get("TresPerJob", "")) == (rule in GPU_RULES), (rule, fields.get("TresPerJob"))
+        gpu = profile[rule].get("gpu", 0)
+        assert ("gres:gpu:1" in fields.get("TresPerJob", "")) == (gpu == 1), (rule, fields.get("TresPerJob"))
         assert _minutes(fields["TimeLimit"]) == profile[rule]["runtime"], (rule, fields["TimeLimit"])
 
 

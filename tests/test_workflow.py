@@ -158,6 +158,90 @@ def test_egn_ablation_and_sweep_tables_and_figures(her2st_run):
     assert "LPIPS: RANDOM alex trunk" in ex  # labelled as such, not silently
 
 
+def test_report_has_tables_spatial_maps_of_every_test_slide_and_training_curves(her2st_run):
+    work, cfg, out = her2st_run
+    html = work / "report.html"
+    res = run_snakemake(work, cfg, "--report", str(html))
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = html.read_text()
+    for category in ("Metrics", "Per-gene PCC", "Spatial maps", "Training curves"):
+        assert f'"{category}"' in text, category
+    samples = pd.read_csv(out / "samples.tsv", sep="\t")["sample"]
+    maps = sorted(p.name for p in (out / "report" / "spatial").glob("*.png"))
+    assert maps == sorted(f"{s}_{p}.png" for s in samples for p in ("raw", "library_size"))  # every slide is a test slide once
+    curves = sorted(p.name for p in (out / "report" / "curves").glob("*.png"))
+    trained = {f"{h.parts[-4]}_{h.parts[-3]}.png" for h in out.glob("*/*/fold_1/history.tsv")
+               if "train_loss" in pd.read_csv(h, sep="\t")}
+    assert curves == sorted(trained) and {"vit_raw.png", "egn_library_size.png"} <= trained
+    assert "knn_raw.png" not in trained and "colour_ridge_raw.png" not in trained  # fitted, not trained
+    for name in maps + curves:
+        assert name in text, name
+    assert (out / "report" / "spatial" / maps[0]).stat().st_size > 30_000
+    tables = (out / "report" / "metrics.html").read_text()
+    assert tables.count("<table") == 2 and all(f"<td>{m}</td>" in tables for m in ("knn", "vit", "egn", "colour_ridge"))
+
+
+@pytest.mark.parametrize("model", ["vit", "knn", "egn"])
+def test_predicting_a_folds_test_windows_as_a_new_slide_gives_its_test_predictions(her2st_run, model):
+    """The predict path (new windows appended to the fold, exemplars searched in the fold's FAISS pool)
+    reproduces what the train rule predicted for the same windows."""
+    from histexpr.data.fold import FoldData
+    from histexpr.predict import predict_windows
+
+    work, cfg_path, out = her2st_run
+    cfg = yaml.safe_load(cfg_path.read_text())
+    fold_dir, run = out / "fold_1", out / model / "raw" / "fold_1"
+    expected = ad.read_h5ad(run / "predictions.h5ad")
+    tiles = {p.stem: str(p) for p in (out / "tiles").glob("*.npy")}
+    fold = FoldData.load(fold_dir / "raw" / "expression.h5ad", window_paths=tiles,
+                         embeddings=fold_dir / "embeddings.npy", exemplars=fold_dir / "exemplars.npz")
+    test_rows = fold.index("test")
+    assert list(fold.adata.obs_names[test_rows]) == list(expected.obs_names)
+    pred = predict_windows(str(run / "model.pt"), fold, fold.windows[test_rows], 64, cfg["train"],
+                           extractor=str(fold_dir / "extractor" / "model.pt"),
+                           faiss_index=str(fold_dir / "exemplars.faiss"),
+                           exemplar_pool=np.load(fold_dir / "exemplars.npz")["pool"], k=cfg["exemplars"]["k"])
+    np.testing.assert_allclose(pred, expected.X, atol=1e-4)
+
+
+def test_predict_target_maps_every_tissue_window_of_a_slide(her2st_run, her2st_root):
+    import scanpy as sc
+
+    from histexpr.data.tiling import tissue_fraction
+    from histexpr.io import open_image
+
+    work, cfg_path, out = her2st_run
+    cfg = yaml.safe_load(cfg_path.read_text())
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    fold = int(folds.loc[(folds["sample"] == "C2") & (folds["split"] == "test"), "fold"].iloc[0])
+    um_per_px = ad.read_h5ad(out / "samples" / "C2.h5ad").uns["tiling"]["um_per_px"]
+    image = next((her2st_root / "data" / "ST-imgs" / "C" / "C2").glob("*.jpg"))
+    cfg["predict"] = {"slides": {"slideC2": {"image": str(image), "um_per_px": um_per_px}}, "model": "egn",
+                      "fold": fold, "n_genes": 2}
+    path = work / "her2st_predict.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(work, path, "predict")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    assert "rule train:" not in res.stdout + res.stderr  # the trained run is reused, not retrained
+
+    pred = sc.read_h5ad(out / "predict" / "slideC2" / "predictions.h5ad")
+    assert pred.obs_names.is_unique and np.isfinite(pred.X).all() and pred.n_vars == 250
+    side = cfg["tiling"]["window_um"] / um_per_px
+    xy = pred.obsm["spatial"]
+    with open_image(image) as slide:  # one row per tissue window: every row's window is tissue ...
+        for x, y in xy[:: max(1, len(xy) // 25)]:
+            window = slide.read(int(x - side / 2), int(y - side / 2), int(side), int(side))
+            assert tissue_fraction(window) >= 0.5
+    steps = np.diff(np.unique(np.round(xy[:, 0])))
+    assert np.allclose(steps[steps < 1.5 * side], side, atol=1.0)  # ... on a grid one window apart
+    # ... and the windows line up with the tissue: the measured spots of C2 (all on tissue) fall inside them.
+    spots = ad.read_h5ad(out / "samples" / "C2.h5ad").obsm["spatial"]
+    inside = (np.abs(spots[:, None, :] - xy[None, :, :]) <= side / 2 + 1).all(-1).any(1)
+    assert inside.mean() > 0.8, inside.mean()
+    maps = sorted((out / "predict" / "slideC2" / "heatmaps").glob("*.png"))
+    assert len(maps) == 2 and all(m.stat().st_size > 20_000 for m in maps)
+
+
 def test_gpu_runner_bundles_and_runs_a_study(her2st_run, tmp_path):
     import subprocess
     import sys
@@ -282,24 +366,43 @@ def _rules(configfile: Path):
     with SnakemakeApi(OutputSettings(quiet=True)) as api:
         wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(configfiles=[configfile]),
                           snakefile=REPO / "Snakefile", workdir=REPO)
-        return [(r.name, r.conda_env, r.snakefile) for r in wf._workflow.rules]
+        return [(r.name, r.conda_env, r.snakefile, r.script) for r in wf._workflow.rules]
+
+
+# Import names of the heavy packages an environment may leave out.
+HEAVY = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "lpips": "lpips", "faiss-cpu": "faiss"}
 
 
 @pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml", "lymphoma.yaml"])
 def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile):
+    import ast
+    import subprocess
+    import sys
+
     pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
-    for name, env, snakefile in _rules(REPO / "config" / configfile):
-        if name == "all":
+    envs = set()
+    for name, env, snakefile, script in _rules(REPO / "config" / configfile):
+        if script is None:  # target rules (all, predict) run nothing
             continue
         assert env, f"rule {name} has no conda: directive"
         path = (Path(snakefile).parent / env).resolve()
         assert path.parent == REPO / "envs" and path.exists(), f"rule {name}: {path} missing"
+        envs.add(path.name)
         spec = yaml.safe_load(path.read_text())
         pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
         for req in pip:
             pkg, version = req.split("==")
             assert pins.get(pkg) == version, f"{path.name}: {req} differs from requirements.txt ({pins.get(pkg)})"
+        # The script's imports work with only its environment's heavy packages (the others blocked).
+        blocked = [mod for pkg, mod in HEAVY.items() if pkg not in {r.split("==")[0] for r in pip}]
+        tree = ast.parse((Path(snakefile).parent / script).resolve().read_text())
+        imports = [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        code = "\n".join([f"import sys; sys.path.insert(0, {str(REPO / 'src')!r})"]
+                         + [f"sys.modules[{m!r}] = None" for m in blocked] + imports)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"rule {name} in {path.name}: {res.stderr.strip().splitlines()[-1]}"
+    assert "data.yaml" in envs  # the CPU rules do not pull PyTorch
 
 
 @pytest.mark.skipif(shutil.which("conda") is None and shutil.which("mamba") is None,

@@ -1,4 +1,4 @@
-"""Figures of a study: sweeps (EGN Fig. 7) and latent spaces (EGN Fig. 6).
+"""Figures of a study: sweeps (EGN Fig. 7), latent spaces (EGN Fig. 6), and the report's tables and maps.
 
 Matplotlib with the Agg backend; every function writes one PNG atomically.
 """
@@ -175,6 +175,169 @@ def attention_figure(items: list[dict], path: str) -> None:
         for ax in (ax_img, ax_att):
             ax.set_xticks([])
             ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+# --- The study report (snakemake --report): tables, per-gene PCC, spatial maps, training curves -------------
+
+
+def metrics_html(tables: dict[str, pd.DataFrame], path: str, title: str) -> None:
+    """The study's tables as one self-contained HTML page (the report shows it in a frame)."""
+    style = ("body{font-family:sans-serif;font-size:13px;margin:1em}table{border-collapse:collapse;margin-bottom:2em}"
+             "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f0f0f0}"
+             "td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+             f"</head><body><h2>{title}</h2>"]
+    for name, table in tables.items():
+        parts.append(f"<h3>{name}</h3>")
+        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="–", border=0))
+    parts.append("</body></html>")
+    with atomic_path(path, suffix=".html") as tmp:
+        with open(tmp, "w") as fh:
+            fh.write("\n".join(parts))
+
+
+def pcc_distribution_figure(genes: pd.DataFrame, path: str) -> None:
+    """Per protocol: each model's per-gene Pearson r (mean over folds) as a box over genes, best median first.
+
+    Args:
+        genes: the aggregate rule's ``genes.tsv`` (``model``, ``protocol``, ``gene``, ``pcc``).
+    """
+    plt = _plt()
+    protocols = list(dict.fromkeys(genes["protocol"]))
+    n_models = genes["model"].nunique()
+    fig, axes = plt.subplots(1, len(protocols), figsize=(max(5.0, 0.55 * n_models + 2) * len(protocols), 4.2),
+                             squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        part = genes[genes["protocol"] == protocol].dropna(subset=["pcc"])
+        order = part.groupby("model")["pcc"].median().sort_values(ascending=False).index.tolist()
+        ax.boxplot([part.loc[part["model"] == m, "pcc"].to_numpy() for m in order], showfliers=False)
+        for i, m in enumerate(order, start=1):
+            v = part.loc[part["model"] == m, "pcc"].to_numpy()
+            jitter = np.random.default_rng(i).uniform(-0.18, 0.18, len(v))
+            ax.scatter(i + jitter, v, s=4, alpha=0.35, color="tab:blue", linewidths=0)
+        ax.set_xticks(range(1, len(order) + 1), order, rotation=45, ha="right")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_ylabel("per-gene PCC (test spots, mean over folds)")
+        ax.set_title(f"targets: {protocol}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def spatial_maps_figure(xy: np.ndarray, truth: np.ndarray, predicted: dict[str, np.ndarray], genes: list[str],
+                        path: str, title: str, image: np.ndarray | None = None, scale: float = 1.0,
+                        spot_px: float | None = None) -> None:
+    """Measured vs predicted expression of a few genes on one slide, as scanpy-style spot plots over the H&E.
+
+    Rows are genes; the first column is the measured target, then one column per model, each titled with
+    its Pearson r on this slide. Each panel has its own colour range (the maps compare patterns; MSE is in
+    the tables).
+
+    Args:
+        xy: (N, 2) spot centres in full-resolution pixels (``obsm["spatial"]``: x, y).
+        truth: (N, G) measured targets; ``predicted``: model -> (N, G), the same spots and genes.
+        image: the slide's low-resolution image (H, W, 3), ``scale`` = its pixels per full-resolution pixel.
+        spot_px: spot diameter in full-resolution pixels (sets the marker size).
+    """
+    plt = _plt()
+    cols = 1 + len(predicted)
+    fig, axes = plt.subplots(len(genes), cols, figsize=(2.6 * cols, 2.5 * len(genes)), squeeze=False)
+    pts = np.asarray(xy, dtype=float) * scale
+    pad = (spot_px or 0) * scale
+    x0, x1 = pts[:, 0].min() - pad, pts[:, 0].max() + pad
+    y0, y1 = pts[:, 1].min() - pad, pts[:, 1].max() + pad
+    span = max(x1 - x0, y1 - y0, 1.0)
+    # Marker area in points²: the spot's diameter as a fraction of the panel's width (~1.9 inches).
+    size = (spot_px * scale / span * 1.9 * 72) ** 2 if spot_px else 30
+    for i, gene in enumerate(genes):
+        panels = [("measured", truth[:, i])] + [(m, p[:, i]) for m, p in predicted.items()]
+        for j, (name, values) in enumerate(panels):
+            ax = axes[i, j]
+            if image is not None:
+                ax.imshow(image)
+            lo, hi = np.nanpercentile(values, [1, 99])
+            sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, s=size, cmap="viridis", vmin=lo, vmax=max(hi, lo + 1e-9),
+                            linewidths=0, alpha=0.9)
+            ax.set_xlim(x0, x1)
+            ax.set_ylim(y1, y0)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(gene, fontsize=9)
+                ax.set_title("measured", fontsize=9)
+            else:
+                r = np.corrcoef(truth[:, i], values)[0, 1] if np.std(values) > 0 and np.std(truth[:, i]) > 0 else np.nan
+                ax.set_title(f"{name}  r={r:.2f}", fontsize=9)
+            fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.01)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def training_curves_figure(histories: dict[int, pd.DataFrame], path: str, title: str) -> None:
+    """One model's training: training loss and validation MSE, and validation PCC@M, per epoch, a line a fold.
+
+    The epoch the loop selected (best validation PCC@M) is marked with a ring.
+    """
+    plt = _plt()
+    fig, (ax_loss, ax_val, ax_pcc) = plt.subplots(1, 3, figsize=(12, 3.4))
+    for fold, h in sorted(histories.items()):
+        line = ax_loss.plot(h["epoch"], h["train_loss"], marker=".", label=f"fold {fold}")[0]
+        if "val_mse" in h:
+            ax_val.plot(h["epoch"], h["val_mse"], marker=".", color=line.get_color())
+        if "val_pcc_m" in h:
+            ax_pcc.plot(h["epoch"], h["val_pcc_m"], marker=".", color=line.get_color())
+            sel = h[h["selected"].astype(str) == "True"] if "selected" in h else h.iloc[:0]
+            ax_pcc.scatter(sel["epoch"], sel["val_pcc_m"], s=80, facecolors="none", edgecolors=line.get_color())
+    for ax, label in ((ax_loss, "training loss"), (ax_val, "validation MSE"), (ax_pcc, "validation PCC@M")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def heatmap_figure(thumbnail: np.ndarray, scale: float, xy: np.ndarray, values: np.ndarray, side_px: float,
+                   path: str, title: str) -> None:
+    """Predicted expression of one gene as squares (one per window, its true footprint) over the H&E.
+
+    Args:
+        thumbnail: the slide at low resolution; ``scale`` its pixels per level-0 pixel.
+        xy: (N, 2) window centres (level-0 px); ``side_px``: window side in level-0 px.
+    """
+    plt = _plt()
+    import matplotlib.colors as mcolors
+
+    h, w = thumbnail.shape[:2]
+    grid = np.full((h, w), np.nan, dtype=np.float32)
+    half = side_px * scale / 2
+    for (x, y), v in zip(np.asarray(xy) * scale, values):
+        grid[max(0, int(round(y - half))):int(round(y + half)), max(0, int(round(x - half))):int(round(x + half))] = v
+    lo, hi = np.nanpercentile(values, [1, 99])
+    fig, (ax_img, ax_map) = plt.subplots(1, 2, figsize=(11, 5.5 * h / max(w, 1) + 0.6))
+    ax_img.imshow(thumbnail)
+    ax_img.set_title("H&E", fontsize=9)
+    ax_map.imshow(thumbnail)
+    im = ax_map.imshow(grid, cmap="magma", alpha=0.65, norm=mcolors.Normalize(lo, max(hi, lo + 1e-9)),
+                       interpolation="nearest")
+    fig.colorbar(im, ax=ax_map, fraction=0.035, label="predicted (fold's target scale)")
+    ax_map.set_title(title, fontsize=9)
+    for ax in (ax_img, ax_map):
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")

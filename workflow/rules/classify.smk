@@ -12,7 +12,7 @@ rule image_sheet:
     benchmark:
         f"{R}/benchmarks/image_sheet.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/image_sheet.py"
 
@@ -29,7 +29,7 @@ rule class_folds:
     benchmark:
         f"{R}/benchmarks/class_folds.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/class_folds.py"
 
@@ -51,7 +51,7 @@ rule train_classifier:
     benchmark:
         f"{R}/benchmarks/train/{{setting}}/seed_{{seed}}/fold_{{fold}}.tsv"
     conda:
-        ENV
+        ENV_TORCH
     script:
         "../../scripts/train_classifier.py"
 
@@ -70,7 +70,7 @@ rule aggregate_classification:
     benchmark:
         f"{R}/benchmarks/aggregate_classification.tsv"
     conda:
-        ENV
+        ENV_TORCH
     script:
         "../../scripts/aggregate_classification.py"
 
@@ -89,6 +89,6 @@ rule attention_maps:
     benchmark:
         f"{R}/benchmarks/attention_maps/{{setting}}.tsv"
     conda:
-        ENV
+        ENV_TORCH
     script:
         "../../scripts/attention_maps.py"

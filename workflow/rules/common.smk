@@ -4,6 +4,7 @@ import re
 import sys
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 
 # The library lives in src/; its config and fold helpers need only the
 # packages snakemake itself brings (jsonschema, yaml, pandas, numpy).
@@ -14,7 +15,9 @@ from histexpr.data.folds import n_folds  # noqa: E402
 from histexpr.models.catalog import MODEL_NEEDS, params_key, split_run, sweep_name  # noqa: E402
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
-ENV = "../../envs/histexpr.yaml"
+# Conda environments, one per family of rules, with the pins of requirements.txt; CPU rules need no PyTorch.
+ENV_DATA = "../../envs/data.yaml"
+ENV_TORCH = "../../envs/torch.yaml"
 
 config.update(
     validate_config(
@@ -153,9 +156,49 @@ def gene_groups():
 
 
 def final_targets(wildcards):
-    targets = [f"{R}/metrics.tsv", f"{R}/genes.tsv", f"{R}/metrics_by_group.tsv", f"{R}/ablations.tsv"]
+    targets = [f"{R}/metrics.tsv", f"{R}/genes.tsv", f"{R}/metrics_by_group.tsv", f"{R}/ablations.tsv",
+               f"{R}/report/metrics.html"]
     if config["sweeps"]:
         targets.append(f"{R}/figures/sweeps.png")
     if LATENT_RUNS:
         targets.append(f"{R}/figures/latent_fold1_{PROTOCOLS[0]}.png")
     return targets
+
+
+# --- predict: trained runs applied to slides with no spatial data ---------------------------------------------
+PREDICT = config["predict"]
+PREDICT_RUN = {
+    "model": PREDICT["model"] or config["models"][0],
+    "protocol": PREDICT["protocol"] or PROTOCOLS[0],
+    "fold": PREDICT["fold"],
+}
+
+
+def predict_targets(wildcards):
+    if not PREDICT["slides"]:
+        raise WorkflowError("predict: no slides to predict; list them under predict.slides in the config "
+                            "(name: {image: path, um_per_px: ...})")
+    return expand(f"{R}/predict/{{slide}}/predictions.h5ad", slide=list(PREDICT["slides"]))
+
+
+def predict_inputs(wildcards):
+    """The slide's image, the chosen run and everything of its fold that the model reads."""
+    if wildcards.slide not in PREDICT["slides"]:
+        raise WorkflowError(f"predict: slide {wildcards.slide!r} is not under predict.slides in the config")
+    model, protocol, fold = PREDICT_RUN["model"], PREDICT_RUN["protocol"], PREDICT_RUN["fold"]
+    if model not in RUNS or protocol not in PROTOCOLS or fold not in fold_ids():
+        raise WorkflowError(f"predict: run {model}/{protocol}/fold_{fold} is not trained by this config "
+                            f"(models {RUNS}, protocols {PROTOCOLS}, folds {fold_ids()})")
+    run = f"{R}/{model}/{protocol}/fold_{fold}"
+    files = {"image": PREDICT["slides"][wildcards.slide]["image"], "model": f"{run}/model.pt",
+             "genes": f"{run}/genes.tsv", "expression": f"{R}/fold_{fold}/{protocol}/expression.h5ad"}
+    needs = MODEL_NEEDS[split_run(model)[0]]
+    if "windows" in needs:
+        files["tiles"] = sample_tiles(wildcards)
+    if "embeddings" in needs or "exemplars" in needs:
+        files["embeddings"] = f"{R}/fold_{fold}/embeddings.npy"
+        files["extractor"] = f"{R}/fold_{fold}/extractor/model.pt"
+    if "exemplars" in needs:
+        files["exemplars"] = f"{R}/fold_{fold}/exemplars.npz"
+        files["faiss"] = f"{R}/fold_{fold}/exemplars.faiss"
+    return files

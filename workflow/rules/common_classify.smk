@@ -7,7 +7,9 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from histexpr.config import validate as validate_config  # noqa: E402
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
-ENV = "../../envs/histexpr.yaml"
+# Conda environments, one per family of rules, with the pins of requirements.txt; CPU rules need no PyTorch.
+ENV_DATA = "../../envs/data.yaml"
+ENV_TORCH = "../../envs/torch.yaml"
 
 config.update(
     validate_config(

@@ -14,7 +14,7 @@ rule make_demo:
     benchmark:
         "resources/demo/benchmarks/make_demo.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/make_demo.py"
 
@@ -29,7 +29,7 @@ rule fetch_her2st:
     benchmark:
         "resources/benchmarks/fetch_her2st.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/fetch_her2st.py"
 
@@ -47,7 +47,7 @@ checkpoint sample_sheet:
     benchmark:
         f"{R}/benchmarks/sample_sheet.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/sample_sheet.py"
 
@@ -65,6 +65,6 @@ rule tile:
     benchmark:
         f"{R}/benchmarks/tile/{{sample}}.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/tile.py"

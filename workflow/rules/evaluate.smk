@@ -13,7 +13,7 @@ rule evaluate:
     benchmark:
         f"{R}/benchmarks/evaluate/{{model}}/{{protocol}}/fold_{{fold}}.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/evaluate.py"
 
@@ -39,7 +39,7 @@ rule aggregate:
     benchmark:
         f"{R}/benchmarks/aggregate.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/aggregate.py"
 
@@ -54,7 +54,7 @@ rule sweep_figure:
     benchmark:
         f"{R}/benchmarks/sweep_figure.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/sweep_figure.py"
 
@@ -74,6 +74,6 @@ rule latent_figure:
     benchmark:
         f"{R}/benchmarks/latent_figure/fold_{{fold}}_{{protocol}}.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/latent_figure.py"

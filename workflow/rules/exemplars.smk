@@ -17,6 +17,6 @@ rule exemplars:
     benchmark:
         f"{R}/benchmarks/exemplars/fold_{{fold}}.tsv"
     conda:
-        ENV
+        ENV_TORCH
     script:
         "../../scripts/exemplars.py"

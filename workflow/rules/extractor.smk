@@ -19,7 +19,7 @@ rule train_extractor:
     benchmark:
         f"{R}/benchmarks/train_extractor/fold_{{fold}}.tsv"
     conda:
-        ENV
+        ENV_TORCH
     script:
         "../../scripts/train_extractor.py"
 
@@ -39,6 +39,6 @@ rule embed:
     benchmark:
         f"{R}/benchmarks/embed/fold_{{fold}}.tsv"
     conda:
-        ENV
+        ENV_TORCH
     script:
         "../../scripts/embed.py"

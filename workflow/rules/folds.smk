@@ -14,7 +14,7 @@ rule folds:
     benchmark:
         f"{R}/benchmarks/folds.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/folds.py"
 
@@ -32,6 +32,6 @@ rule expression:
     benchmark:
         f"{R}/benchmarks/expression/fold_{{fold}}_{{protocol}}.tsv"
     conda:
-        ENV
+        ENV_DATA
     script:
         "../../scripts/expression.py"

@@ -19,6 +19,6 @@ rule train:
     benchmark:
         f"{R}/benchmarks/train/{{model}}/{{protocol}}/fold_{{fold}}.tsv"
     conda:
-        ENV
+        ENV_TORCH
     script:
         "../../scripts/train.py"

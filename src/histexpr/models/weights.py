@@ -27,7 +27,7 @@ def load_pretrained(module: nn.Module, path: str | None, name: str, skip: tuple[
     Shape mismatches are skipped and reported, never silently reinitialised.
     """
     if not path:
-        log.info("%s: no pretrained weights configured; training from scratch", name)
+        log.info("%s: no pretrained weights configured; random initialisation", name)
         return
     if not os.path.exists(path):
         raise ConfigError(path, f"{name}: pretrained_checkpoint does not exist")

@@ -1,0 +1,64 @@
+"""Predict expression for every tissue window of a slide with no spatial data, with one trained run."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+
+from histexpr.utils import setup_logging  # noqa: E402
+
+log = setup_logging(snakemake.log[0])  # noqa: F821
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from histexpr.data.fold import FoldData  # noqa: E402
+from histexpr.io.image import open_image  # noqa: E402
+from histexpr.plots import heatmap_figure  # noqa: E402
+from histexpr.predict import prediction_adata, predict_windows, tile_tissue  # noqa: E402
+from histexpr.errors import InputError  # noqa: E402
+from histexpr.utils import resolve_device, set_threads, write_h5ad  # noqa: E402
+
+inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+slide_name, slide, cfg, run = snakemake.wildcards.slide, params.slide, params.predict, params.run  # noqa: F821
+tiling = params.tiling
+set_threads(snakemake.threads)  # noqa: F821
+
+with open_image(inp.image, check_decode=True) as image:
+    um_per_px = slide.get("um_per_px") or image.mpp
+    if not um_per_px:
+        raise InputError(inp.image, "no pixel size in the image's metadata; set predict.slides."
+                                    f"{slide_name}.um_per_px in the config")
+    log.info("%s: %dx%d px at %.4f um/px (%s)", slide_name, image.width, image.height, um_per_px,
+             "config" if slide.get("um_per_px") else "image metadata")
+    windows, xy, grid = tile_tissue(image, um_per_px, tiling["window_um"], tiling["window_px"], cfg["stride_um"],
+                                    cfg["min_tissue"])
+
+tiles = {Path(p).stem: p for p in inp.tiles} if "tiles" in inp.keys() else None
+fold = FoldData.load(inp.expression, window_paths=tiles, embeddings=inp.get("embeddings"),
+                     exemplars=inp.get("exemplars"))
+pool = np.load(inp.exemplars)["pool"] if "exemplars" in inp.keys() else None
+device = resolve_device(params.train.get("device", "auto"))
+pred = predict_windows(inp.model, fold, windows, tiling["window_px"], params.train, extractor=inp.get("extractor"),
+                       faiss_index=inp.get("faiss"), exemplar_pool=pool, k=params.exemplars["k"],
+                       metric=params.exemplars["metric"], device=device)
+side = tiling["window_um"] / um_per_px
+adata = prediction_adata(pred, fold.adata, xy, slide_name, inp.image, grid, side,
+                         {**run, "um_per_px": um_per_px, "window_um": tiling["window_um"]})
+write_h5ad(adata, out.h5ad)
+log.info("%s: %d windows x %d genes -> %s", slide_name, *adata.shape, out.h5ad)
+
+genes = cfg["genes"]
+if not genes:
+    scores = pd.read_csv(inp.genes, sep="\t")
+    scores = scores[(scores["scope"] == "pooled")].sort_values("pcc", ascending=False)
+    genes = scores["gene"].head(cfg["n_genes"]).tolist()
+    log.info("heat maps for the %d genes %s predicts best on its test slides: %s", len(genes), run["model"], genes)
+missing = [g for g in genes if g not in adata.var_names]
+if missing:
+    raise SystemExit(f"predict.genes: {missing} are not among the run's {adata.n_vars} genes")
+tmp = Path(f"{out.heatmaps}.tmp")
+tmp.mkdir(parents=True, exist_ok=True)
+for gene in genes:
+    heatmap_figure(grid.thumbnail, grid.scale, xy, adata[:, gene].X.ravel(), side, str(tmp / f"{gene}.png"),
+                   f"{slide_name}: {gene} predicted by {run['model']} ({run['protocol']}, fold {run['fold']})")
+tmp.rename(out.heatmaps)

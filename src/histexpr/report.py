@@ -1,0 +1,122 @@
+"""What `snakemake --report` shows for an expression study: tables, per-gene PCC, spatial maps, curves.
+
+The ``report_figures`` rule calls :func:`write_report_figures` once a study's metrics are aggregated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .plots import metrics_html, pcc_distribution_figure, spatial_maps_figure, training_curves_figure
+
+log = logging.getLogger(__name__)
+
+RUN_PATH = re.compile(r"(?P<model>[^/]+)/(?P<protocol>[^/]+)/fold_(?P<fold>\d+)/[^/]+$")
+
+
+def parse_run(path: str) -> tuple[str, str, int]:
+    """``.../<model>/<protocol>/fold_<k>/<file>`` -> (model, protocol, k)."""
+    m = RUN_PATH.search(Path(path).as_posix())
+    if m is None:
+        raise ValueError(f"{path}: not a per-fold result path (<model>/<protocol>/fold_<k>/<file>)")
+    return m["model"], m["protocol"], int(m["fold"])
+
+
+def choose_models(metrics: pd.DataFrame, protocol: str, reference: str | None, wanted: list[str] | None,
+                  n_best: int = 2) -> list[str]:
+    """The models drawn on the spatial maps: ``wanted``, or the ``n_best`` by pooled PCC@M plus the reference."""
+    rows = metrics[(metrics["protocol"] == protocol) & (metrics["evaluation"] == "pooled")]
+    if wanted:
+        return [m for m in wanted if m in set(rows["model"])]
+    ranked = rows[rows["model"] != reference].sort_values("PCC@M", ascending=False)["model"].tolist()
+    return ranked[:n_best] + ([reference] if reference in set(rows["model"]) else [])
+
+
+def choose_genes(genes: pd.DataFrame, model: str, protocol: str, n: int, among) -> list[str]:
+    """The ``n`` genes of ``among`` (a fold's genes: top-N selection is per fold) that ``model`` predicts
+    best (per-gene PCC, mean over folds) under ``protocol``."""
+    part = genes[(genes["model"] == model) & (genes["protocol"] == protocol)].dropna(subset=["pcc"])
+    allowed = set(among)
+    return [g for g in part.sort_values("pcc", ascending=False)["gene"] if g in allowed][:n]
+
+
+def _slide_image(adata: ad.AnnData, sample: str) -> tuple[np.ndarray | None, float, float | None]:
+    spatial = adata.uns.get("spatial", {}).get(sample, {})
+    image = spatial.get("images", {}).get("hires")
+    sf = spatial.get("scalefactors", {})
+    return image, float(sf.get("tissue_hires_scalef", 1.0)), sf.get("spot_diameter_fullres")
+
+
+def _fresh_dir(path: str | os.PathLike) -> Path:
+    """An empty temporary folder beside ``path``; :func:`_publish` moves it into place."""
+    tmp = Path(f"{path}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(tmp: Path, path: str | os.PathLike) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def write_report_figures(metrics: str, genes: str, by_group: str | None, predictions: list[str],
+                         histories: list[str], out_tables: str, out_pcc: str, out_spatial: str, out_curves: str,
+                         study: str, reference: str | None = None, models: list[str] | None = None,
+                         n_genes: int = 3) -> None:
+    """Write the report's HTML tables, the per-gene PCC figure, spatial maps per test slide and protocol,
+    and training curves per neural model and protocol."""
+    metrics_df = pd.read_csv(metrics, sep="\t")
+    genes_df = pd.read_csv(genes, sep="\t")
+    tables = {"Metrics (mean ± sd over folds; pooled = all test spots of a fold, per_slide = each test slide "
+              "alone)": metrics_df}
+    if by_group and os.path.exists(by_group):
+        tables["PCC per gene group"] = pd.read_csv(by_group, sep="\t")
+    metrics_html(tables, out_tables, f"{study}: metrics")
+    pcc_distribution_figure(genes_df, out_pcc)
+
+    runs: dict[tuple[str, str, int], str] = {parse_run(p): p for p in predictions}
+    spatial_tmp = _fresh_dir(out_spatial)
+    for protocol in dict.fromkeys(p for _, p, _ in runs):
+        chosen = choose_models(metrics_df, protocol, reference, models)
+        if not chosen:
+            continue
+        folds = sorted({f for m, p, f in runs if p == protocol and m == chosen[0]})
+        for fold in folds:
+            preds = {m: ad.read_h5ad(runs[(m, protocol, fold)]) for m in chosen if (m, protocol, fold) in runs}
+            first = next(iter(preds.values()))
+            gene_list = choose_genes(genes_df, chosen[0], protocol, n_genes, first.var_names)
+            for sample in first.obs["sample"].unique():
+                spots = first.obs_names[first.obs["sample"] == sample]
+                truth = first[spots, gene_list]
+                image, scale, spot_px = _slide_image(first, sample)
+                spatial_maps_figure(
+                    np.asarray(truth.obsm["spatial"]), np.asarray(truth.layers["truth"]),
+                    {m: np.asarray(a[spots, gene_list].X) for m, a in preds.items()}, gene_list,
+                    str(spatial_tmp / f"{sample}_{protocol}.png"),
+                    f"{study} · slide {sample} (test in fold {fold}) · targets {protocol} · "
+                    f"genes {chosen[0]} predicts best",
+                    image=image, scale=scale, spot_px=spot_px)
+                log.info("spatial map: %s, %s, fold %d, models %s, genes %s", sample, protocol, fold, chosen, gene_list)
+    _publish(spatial_tmp, out_spatial)
+
+    curves_tmp = _fresh_dir(out_curves)
+    grouped: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+    for path in histories:
+        model, protocol, fold = parse_run(path)
+        h = pd.read_csv(path, sep="\t")
+        if "train_loss" in h and len(h) > 0:  # fitted models (knn, ridges) have no curve
+            grouped.setdefault((model, protocol), {})[fold] = h
+    for (model, protocol), hs in grouped.items():
+        training_curves_figure(hs, str(curves_tmp / f"{model}_{protocol}.png"),
+                               f"{study} · {model} · targets {protocol}")
+    log.info("training curves: %d model × protocol figures", len(grouped))
+    _publish(curves_tmp, out_curves)
