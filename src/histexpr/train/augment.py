@@ -36,3 +36,20 @@ def normalise(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Te
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
+
+
+def colour_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Per-window brightness, contrast and saturation factors drawn from ``[1 - s, 1 + s]``, on ``x``'s device.
+
+    Stain and scanner differences between sections change colour, not content; ``x`` is ``(B, 3, H, W)``
+    in [0, 1] and stays there.
+    """
+    b = x.shape[0]
+    f = 1 + strength * (2 * torch.rand((3, b, 1, 1, 1), generator=generator) - 1)
+    brightness, contrast, saturation = f.to(x.device, x.dtype)
+    x = x * brightness
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast + mean
+    grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = (x - grey) * saturation + grey
+    return x.clamp_(0.0, 1.0)
