@@ -24,13 +24,12 @@ import numpy as np
 import pandas as pd
 import timm
 import torch
-import torch.nn.functional as F
 
 from histexpr.data.fold import FoldData
 from histexpr.models import get_model
 from histexpr.models.ats import build_classifier
 from histexpr.train.classify import ClassifyConfig, forward, step_loss
-from histexpr.train.loop import DeviceFold, TrainConfig, fit, make_batch
+from histexpr.train.loop import DeviceFold, TrainConfig, fit, make_batch, resolve_speed
 from histexpr.train.losses import mse_pcc_loss
 from histexpr.utils import resolve_device
 
@@ -145,8 +144,6 @@ def main():
     cfg = TrainConfig(epochs=args.epochs, batch_size=p["batch"], eval_batch_size=p["batch"], warmup_epochs=0.2,
                       patience=100, precision=args.precision, compile=args.compile, windows_on_device=True,
                       channels_last="auto", fused_adamw="auto")
-    from histexpr.train.loop import resolve_speed
-
     speed = resolve_speed(cfg, device, windows.nbytes)
     fold = DeviceFold(data, device, windows=True)
     batch = make_batch(fold, np.arange(p["batch"]), device, True, torch.Generator().manual_seed(0),

@@ -28,6 +28,16 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str, dpi: int = 100) -> None:
+    """Lay out, write ``fig`` to ``path`` as PNG atomically, and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+
+
 def sweep_figure(sweeps: pd.DataFrame, path: str, metrics=("PCC@M", "MSE", "MAE")) -> None:
     """One row of panels per swept parameter: each metric (mean ± sd over folds) against the value.
 
@@ -51,10 +61,7 @@ def sweep_figure(sweeps: pd.DataFrame, path: str, metrics=("PCC@M", "MSE", "MAE"
             ax.set_ylabel(f"{metric} (pooled, mean ± sd over folds)")
             ax.grid(alpha=0.3)
         axes[i, 0].legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def latent_figure(latents: dict[str, "object"], path: str, n_clusters: int = 4, seed: int = 0,
@@ -115,10 +122,7 @@ def latent_figure(latents: dict[str, "object"], path: str, n_clusters: int = 4, 
                          fontsize=9)
             if j == 0:
                 ax.legend(fontsize=7, markerscale=3)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=120)
     return pd.DataFrame(rows)
 
 
@@ -145,10 +149,7 @@ def confusion_figure(confusion: pd.DataFrame, path: str) -> None:
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{setting} (test, all folds)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def attention_figure(items: list[dict], path: str) -> None:
@@ -175,10 +176,7 @@ def attention_figure(items: list[dict], path: str) -> None:
         for ax in (ax_img, ax_att):
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 # --- The study report (snakemake --report): tables, per-gene PCC, spatial maps, training curves -------------
@@ -224,10 +222,7 @@ def pcc_distribution_figure(genes: pd.DataFrame, path: str) -> None:
         ax.set_ylabel("per-gene PCC (test spots, mean over folds)")
         ax.set_title(f"targets: {protocol}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def spatial_maps_figure(xy: np.ndarray, truth: np.ndarray, predicted: dict[str, np.ndarray], genes: list[str],
@@ -277,10 +272,7 @@ def spatial_maps_figure(xy: np.ndarray, truth: np.ndarray, predicted: dict[str, 
                 ax.set_title(f"{name}  r={r:.2f}", fontsize=9)
             fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.01)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def training_curves_figure(histories: dict[int, pd.DataFrame], path: str, title: str) -> None:
@@ -304,10 +296,7 @@ def training_curves_figure(histories: dict[int, pd.DataFrame], path: str, title:
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def heatmap_figure(thumbnail: np.ndarray, scale: float, xy: np.ndarray, values: np.ndarray, side_px: float,
@@ -338,7 +327,4 @@ def heatmap_figure(thumbnail: np.ndarray, scale: float, xy: np.ndarray, values: 
     for ax in (ax_img, ax_map):
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, path, dpi=100)
