@@ -36,7 +36,7 @@ from histexpr.utils import resolve_device
 VIT_PAPER = dict(patch_size=32, embed_dim=1024, depth=8, num_heads=16, mlp_ratio=4.0)  # EGN's released ViT
 PRESETS = {
     # img px, windows, genes, batch, model settings, exemplars k, embedding dim, megapixel side for ats
-    "tiny": dict(img=64, n=256, genes=50, batch=32, k=4, d=32, mega=256, ats_batch=4,
+    "tiny": dict(img=64, n=128, genes=50, batch=32, k=4, d=32, mega=256, ats_batch=4,
                  models={"vit": dict(patch_size=8, embed_dim=96, depth=4, num_heads=4),
                          "egn": dict(patch_size=8, embed_dim=96, depth=4, num_heads=4, eb_heads=4, eb_head_dim=16,
                                      frequency=2, n_exemplars=4),

@@ -72,8 +72,9 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
                          histories: list[str], out_tables: str, out_pcc: str, out_spatial: str, out_curves: str,
                          study: str, reference: str | None = None, models: list[str] | None = None,
                          n_genes: int = 3) -> None:
-    """Write the report's HTML tables, the per-gene PCC figure, spatial maps per test slide and protocol,
-    and training curves per neural model and protocol."""
+    """Write the report's HTML tables, the per-gene PCC figure, spatial maps per test slide and protocol
+    (``<out_spatial>/<protocol>/<slide>.png``), and training curves per neural model and protocol
+    (``<out_curves>/<protocol>/<model>.png``; names may hold underscores, so the protocol is a folder)."""
     metrics_df = pd.read_csv(metrics, sep="\t")
     genes_df = pd.read_csv(genes, sep="\t")
     tables = {"Metrics (mean ± sd over folds; pooled = all test spots of a fold, per_slide = each test slide "
@@ -101,7 +102,7 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
                 spatial_maps_figure(
                     np.asarray(truth.obsm["spatial"]), np.asarray(truth.layers["truth"]),
                     {m: np.asarray(a[spots, gene_list].X) for m, a in preds.items()}, gene_list,
-                    str(spatial_tmp / f"{sample}_{protocol}.png"),
+                    str(spatial_tmp / protocol / f"{sample}.png"),
                     f"{study} · slide {sample} (test in fold {fold}) · targets {protocol} · "
                     f"genes {chosen[0]} predicts best",
                     image=image, scale=scale, spot_px=spot_px)
@@ -116,7 +117,7 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
         if "train_loss" in h and len(h) > 0:  # fitted models (knn, ridges) have no curve
             grouped.setdefault((model, protocol), {})[fold] = h
     for (model, protocol), hs in grouped.items():
-        training_curves_figure(hs, str(curves_tmp / f"{model}_{protocol}.png"),
+        training_curves_figure(hs, str(curves_tmp / protocol / f"{model}.png"),
                                f"{study} · {model} · targets {protocol}")
     log.info("training curves: %d model × protocol figures", len(grouped))
     _publish(curves_tmp, out_curves)

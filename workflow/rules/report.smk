@@ -13,10 +13,10 @@ rule report_figures:
     output:
         tables=report(f"{R}/report/metrics.html", caption="../report/metrics.rst", category="Metrics"),
         pcc=report(f"{R}/report/pcc_per_gene.png", caption="../report/pcc.rst", category="Per-gene PCC"),
-        spatial=report(directory(f"{R}/report/spatial"), patterns=["{slide}_{protocol}.png"],
+        spatial=report(directory(f"{R}/report/spatial"), patterns=["{protocol}/{slide}.png"],
                        caption="../report/spatial.rst", category="Spatial maps", subcategory="{protocol}",
                        labels={"slide": "{slide}", "targets": "{protocol}"}),
-        curves=report(directory(f"{R}/report/curves"), patterns=["{model}_{protocol}.png"],
+        curves=report(directory(f"{R}/report/curves"), patterns=["{protocol}/{model}.png"],
                       caption="../report/curves.rst", category="Training curves", subcategory="{protocol}",
                       labels={"model": "{model}", "targets": "{protocol}"}),
     params:
