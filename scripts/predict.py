@@ -16,7 +16,7 @@ from histexpr.io.image import open_image  # noqa: E402
 from histexpr.plots import heatmap_figure  # noqa: E402
 from histexpr.predict import prediction_adata, predict_windows, tile_tissue  # noqa: E402
 from histexpr.errors import InputError  # noqa: E402
-from histexpr.utils import resolve_device, set_threads, write_h5ad  # noqa: E402
+from histexpr.utils import atomic_dir, resolve_device, set_threads, write_h5ad  # noqa: E402
 
 inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
 slide_name, slide, cfg, run = snakemake.wildcards.slide, params.slide, params.predict, params.run  # noqa: F821
@@ -56,9 +56,7 @@ if not genes:
 missing = [g for g in genes if g not in adata.var_names]
 if missing:
     raise SystemExit(f"predict.genes: {missing} are not among the run's {adata.n_vars} genes")
-tmp = Path(f"{out.heatmaps}.tmp")
-tmp.mkdir(parents=True, exist_ok=True)
-for gene in genes:
-    heatmap_figure(grid.thumbnail, grid.scale, xy, adata[:, gene].X.ravel(), side, str(tmp / f"{gene}.png"),
-                   f"{slide_name}: {gene} predicted by {run['model']} ({run['protocol']}, fold {run['fold']})")
-tmp.rename(out.heatmaps)
+with atomic_dir(out.heatmaps) as tmp:
+    for gene in genes:
+        heatmap_figure(grid.thumbnail, grid.scale, xy, adata[:, gene].X.ravel(), side, str(tmp / f"{gene}.png"),
+                       f"{slide_name}: {gene} predicted by {run['model']} ({run['protocol']}, fold {run['fold']})")

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .utils import atomic_dir
 from .plots import metrics_html, pcc_distribution_figure, spatial_maps_figure, training_curves_figure
 
 log = logging.getLogger(__name__)
@@ -55,19 +55,6 @@ def _slide_image(adata: ad.AnnData, sample: str) -> tuple[np.ndarray | None, flo
     return image, float(sf.get("tissue_hires_scalef", 1.0)), sf.get("spot_diameter_fullres")
 
 
-def _fresh_dir(path: str | os.PathLike) -> Path:
-    """An empty temporary folder beside ``path``; :func:`_publish` moves it into place."""
-    tmp = Path(f"{path}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _publish(tmp: Path, path: str | os.PathLike) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
 def write_report_figures(metrics: str, genes: str, by_group: str | None, predictions: list[str],
                          histories: list[str], out_tables: str, out_pcc: str, out_spatial: str, out_curves: str,
                          study: str, reference: str | None = None, models: list[str] | None = None,
@@ -85,7 +72,13 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
     pcc_distribution_figure(genes_df, out_pcc)
 
     runs: dict[tuple[str, str, int], str] = {parse_run(p): p for p in predictions}
-    spatial_tmp = _fresh_dir(out_spatial)
+    with atomic_dir(out_spatial) as spatial_tmp:
+        _spatial_maps(runs, metrics_df, genes_df, spatial_tmp, study, reference, models, n_genes)
+    with atomic_dir(out_curves) as curves_tmp:
+        _training_curves(histories, curves_tmp, study)
+
+
+def _spatial_maps(runs, metrics_df, genes_df, spatial_tmp: Path, study, reference, models, n_genes) -> None:
     for protocol in dict.fromkeys(p for _, p, _ in runs):
         chosen = choose_models(metrics_df, protocol, reference, models)
         if not chosen:
@@ -107,9 +100,9 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
                     f"genes {chosen[0]} predicts best",
                     image=image, scale=scale, spot_px=spot_px)
                 log.info("spatial map: %s, %s, fold %d, models %s, genes %s", sample, protocol, fold, chosen, gene_list)
-    _publish(spatial_tmp, out_spatial)
 
-    curves_tmp = _fresh_dir(out_curves)
+
+def _training_curves(histories: list[str], curves_tmp: Path, study: str) -> None:
     grouped: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
     for path in histories:
         model, protocol, fold = parse_run(path)
@@ -120,4 +113,3 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
         training_curves_figure(hs, str(curves_tmp / protocol / f"{model}.png"),
                                f"{study} · {model} · targets {protocol}")
     log.info("training curves: %d model × protocol figures", len(grouped))
-    _publish(curves_tmp, out_curves)

@@ -39,6 +39,32 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it replaces ``path`` on success.
+
+    The folder counterpart of :func:`atomic_path`: a failed writer leaves nothing under the real name.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def write_table(df, path: str | os.PathLike, **kwargs) -> None:
     """Write a pandas DataFrame as TSV, atomically."""
     with atomic_path(path) as tmp:
