@@ -11,6 +11,7 @@ log = setup_logging(snakemake.log[0])  # noqa: F821
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from histexpr.data.expression import low_count_spots  # noqa: E402
 from histexpr.data.tiling import SPOT_PITCH_UM, check_spots_on_image, estimate_um_per_px, tile_spots  # noqa: E402
 from histexpr.io.image import open_image  # noqa: E402
 from histexpr.io.sheet import read_sample  # noqa: E402
@@ -21,6 +22,15 @@ sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str, keep_default_na=
 row = {k: (v if v != "" else None) for k, v in sheet.set_index("sample").loc[snakemake.wildcards.sample].items()}
 row["sample"] = snakemake.wildcards.sample
 adata, image = read_sample(row)  # validates counts, spots and their join before any pixel is decoded
+n_spots = adata.n_obs
+low = low_count_spots(adata, snakemake.params.min_counts)  # spot QC, before any pixel is decoded
+if low.all():
+    raise SystemExit(f"{row['counts']}: every spot has fewer than {snakemake.params.min_counts:g} counts; "
+                     f"lower expression.min_counts")
+if low.any():
+    log.info("%s spots dropped (fewer than %g counts): %s", row["sample"], snakemake.params.min_counts,
+             ", ".join(adata.obs_names[low]))
+    adata = adata[~low].copy()
 xy = np.asarray(adata.obsm["spatial"])
 with open_image(image) as slide:
     check_spots_on_image(xy, slide.width, slide.height, row["spots"], image)
@@ -46,10 +56,11 @@ with open_image(image, check_decode=True) as slide:
     res = tile_spots(slide, xy, um_per_px, cfg["window_um"], cfg["window_px"], cfg["min_tissue"],
                      desc=f"tiling {row['sample']}")
     thumb, thumb_scale = slide.thumbnail(cfg["thumbnail_px"])
-c = res.counts
-log.info("%s: %d spots, %d kept, %d dropped (%d window off the image edge, %d background below %.0f%% tissue); "
-         "window %.1f px at level 0 -> %d px", row["sample"], c["input"], c["kept"], c["edge"] + c["background"],
-         c["edge"], c["background"], 100 * cfg["min_tissue"], res.window_size_px, cfg["window_px"])
+c = {**res.counts, "input": n_spots, "low_counts": int(low.sum())}
+log.info("%s: %d spots, %d kept, %d dropped (%d below %g counts, %d window off the image edge, %d background "
+         "below %.0f%% tissue); window %.1f px at level 0 -> %d px", row["sample"], c["input"], c["kept"],
+         c["input"] - c["kept"], c["low_counts"], snakemake.params.min_counts, c["edge"], c["background"],
+         100 * cfg["min_tissue"], res.window_size_px, cfg["window_px"])
 if c["kept"] == 0:
     raise SystemExit(f"{image}: no spot window kept (all off the image or on background); check the image and "
                      f"pixel size, or lower tiling.min_tissue")
@@ -71,6 +82,7 @@ out.uns["spatial"] = {row["sample"]: {
 }}
 out.uns["tiling"] = {**{k: int(v) for k, v in c.items()}, "um_per_px": um_per_px, "um_per_px_source": source,
                      "window_um": float(cfg["window_um"]), "window_px": int(cfg["window_px"]),
-                     "window_size_level0_px": float(res.window_size_px), "min_tissue": float(cfg["min_tissue"])}
+                     "window_size_level0_px": float(res.window_size_px), "min_tissue": float(cfg["min_tissue"]),
+                     "min_counts": float(snakemake.params.min_counts)}
 write_npy(res.windows, snakemake.output.windows)
 write_h5ad(out, snakemake.output.adata)

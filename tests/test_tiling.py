@@ -52,3 +52,40 @@ def test_tissue_fraction_ignores_glass_and_black_background():
     w[:5] = (240, 240, 240)  # glass
     w[5:, :5] = (180, 100, 160)  # tissue
     assert tissue_fraction(w) == pytest.approx(0.25)
+
+
+def test_spot_qc_drops_low_count_spots_before_tiling(tmp_path):
+    """expression.min_counts: the tile rule drops and lists spots below it; a section with none left is named."""
+    import gzip
+
+    import anndata as ad
+    import pandas as pd
+    import yaml
+
+    from conftest import run_snakemake, write_st_sample
+
+    samples = [write_st_sample(tmp_path / f"s{i}", f"S{i}", seed=i) for i in range(2)]
+    for i, low in ((0, ["1x1", "2x3", "4x4"]), (1, None)):  # S0: three shallow spots; S1: every spot shallow
+        counts = pd.read_csv(samples[i]["counts"], sep="\t", index_col=0)
+        counts.loc[low if low else counts.index] = 1  # 5 genes x 1 count
+        with gzip.open(samples[i]["counts"], "wt") as fh:
+            counts.to_csv(fh, sep="\t")
+    sheet = tmp_path / "samples.tsv"
+    pd.DataFrame([{"sample": f"S{i}", "patient": f"P{i}", "image": str(s["image"]), "counts": str(s["counts"]),
+                   "spots": str(s["spots"])} for i, s in enumerate(samples)]).to_csv(sheet, sep="\t", index=False)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"study": "qc", "samples": str(sheet), "tiling": {"window_px": 32},
+                                   "expression": {"min_counts": 10}}))
+    res = run_snakemake(tmp_path, cfg, "results/qc/samples/S0.h5ad")
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = ad.read_h5ad(tmp_path / "results/qc/samples/S0.h5ad")
+    t = a.uns["tiling"]
+    assert t["input"] == 16 and t["low_counts"] == 3 and t["kept"] == a.n_obs == 13 and t["min_counts"] == 10
+    assert not {"S0_1x1", "S0_2x3", "S0_4x4"} & set(a.obs_names)
+    assert (np.asarray(a.X.sum(axis=1)).ravel() >= 10).all()
+    log = (tmp_path / "results/qc/logs/tile/S0.log").read_text()
+    assert "16 spots, 13 kept, 3 dropped (3 below 10 counts" in log and "1x1, 2x3, 4x4" in log
+    res = run_snakemake(tmp_path, cfg, "results/qc/samples/S1.h5ad")
+    assert res.returncode != 0
+    assert f"{samples[1]['counts']}: every spot has fewer than 10 counts" in res.stdout + res.stderr
+    assert not (tmp_path / "results/qc/samples/S1.h5ad").exists()

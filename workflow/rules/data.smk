@@ -60,6 +60,7 @@ rule tile:
         adata=f"{R}/samples/{{sample}}.h5ad",
     params:
         tiling=config["tiling"],
+        min_counts=config["expression"]["min_counts"],
     log:
         f"{R}/logs/tile/{{sample}}.log",
     benchmark:

@@ -39,6 +39,20 @@ PROTOCOLS = {
 }
 
 
+def total_counts(adata: ad.AnnData) -> np.ndarray:
+    """Each spot's total count over all its genes, ``(n_spots,)`` float64."""
+    return np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
+
+
+def low_count_spots(adata: ad.AnnData, min_counts: float) -> np.ndarray:
+    """Spot QC (as ``scanpy.pp.filter_cells(min_counts=...)``): ``True`` for spots with fewer
+    than ``min_counts`` counts in all. Such spots are mostly zeros; under ``library_size`` their
+    zeros keep a depth signal that log1p of counts per 10k cannot divide out."""
+    if min_counts <= 0:
+        return np.zeros(adata.n_obs, dtype=bool)
+    return total_counts(adata) < min_counts
+
+
 def read_gene_list(path: str | os.PathLike) -> list[str]:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -120,7 +134,7 @@ def build_fold_expression(adatas: dict[str, ad.AnnData], folds: pd.DataFrame, cf
     for name, a in adatas.items():
         sub = a[:, genes]
         X = sub.X.toarray() if sp.issparse(sub.X) else np.asarray(sub.X)
-        lib = np.asarray(a.X.sum(axis=1)).ravel()
+        lib = total_counts(a)
         parts.append((sub.obs_names.to_numpy(), X, lib, np.asarray(sub.obsm["spatial"])))
     obs_names = np.concatenate([p[0] for p in parts])
     counts = np.concatenate([p[1] for p in parts]).astype(np.float32)
