@@ -85,10 +85,19 @@ def st_sample(tmp_path) -> dict:
     return write_st_sample(tmp_path / "sample")
 
 
-def run_snakemake(workdir: Path, configfile: Path | None, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` (outputs land there), returning the finished process."""
+ONE_THREAD_RULES = ("train", "train_extractor", "embed", "train_classifier")
+
+
+def run_snakemake(workdir: Path, configfile: Path | None, *args: str, timeout: int = 1200,
+                  one_thread: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` (outputs land there), returning the finished process.
+
+    ``one_thread``: the training rules get one thread each (tests train tiny models, whose jobs are mostly
+    interpreter start-up, so two cores run two jobs at once rather than one two-threaded job at a time);
+    False leaves threads to the rules and any ``--profile`` in ``args``."""
+    threads = ["--set-threads", *(f"{rule}=1" for rule in ONE_THREAD_RULES)] if one_thread else []
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
-           "--show-failed-logs", *args]
+           *threads, "--show-failed-logs", *args]
     if configfile is not None:  # last: --configfile takes several values and would swallow targets
         cmd += ["--configfile", str(configfile)]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

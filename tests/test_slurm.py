@@ -45,7 +45,7 @@ def runs(tmp_path_factory):
         work = tmp_path_factory.mktemp(name)
         path = work / "demo.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        res = run_snakemake(work, path, *args, timeout=1800)
+        res = run_snakemake(work, path, *args, timeout=1800, one_thread=False)  # the profiles' threads
         assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-8000:]
         out[name] = (work, res.stdout + res.stderr)
     return out
