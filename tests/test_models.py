@@ -12,7 +12,7 @@ from histexpr.data.tiling import estimate_um_per_px, tile_spots
 from histexpr.io import build_her2st_sheet, open_image, read_st_sample
 from histexpr.models import available_models, get_model
 from histexpr.models.autoencoder import ConvAutoencoder
-from histexpr.models.catalog import MODEL_NEEDS
+from histexpr.models.catalog import FITTED, MODEL_NEEDS, uses_gpu
 from histexpr.train.extractor import reconstruction_l1, train_autoencoder
 from histexpr.train.loop import TrainConfig, fit, make_batch, predict
 
@@ -21,6 +21,7 @@ def test_registry_matches_the_workflow_catalog():
     assert set(available_models()) == set(MODEL_NEEDS)
     for name, needs in MODEL_NEEDS.items():
         assert get_model(name).needs == needs
+        assert (get_model(name).kind == "fitted") == (name in FITTED) == (not uses_gpu(name))
 
 
 def test_vit_forward_backward_shapes():

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_snakemake
+from histexpr.models.catalog import uses_gpu
 from test_workflow import TINY_TRAINING
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
@@ -59,21 +60,28 @@ def test_slurm_run_gives_the_local_metrics(runs):
 
 def test_every_rule_ran_as_a_slurm_job_with_the_profiles_resources(runs):
     work, log = runs["slurm"]
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/", log)
-    rules = {rule for _, rule in submitted}
+    # The plugin logs to .snakemake/slurm_logs/rule_<rule>/[<wildcard values>/]<jobid>.log
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/(?:(\S+?)/)?\d+\.log\)", log)
+    rules = {rule for _, rule, _ in submitted}
     assert {"make_demo", "tile", "folds", "expression", "train_extractor", "embed", "exemplars", "train",
             "evaluate", "aggregate"} <= rules, rules
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
-    assert {rule for rule, res in profile.items() if res.get("gpu")} >= {"train_extractor", "embed", "train"}
-    for jobid, rule in submitted:
+    assert {rule for rule, res in profile.items() if res.get("gpu")} >= {"train_extractor", "embed"}
+    trained = set()
+    for jobid, rule, wildcards in submitted:
         fields = dict(f.split("=", 1) for f in subprocess.run(
             ["scontrol", "show", "job", "-o", jobid], capture_output=True, text=True, check=True).stdout.split()
             if "=" in f)
         assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", (rule, fields)
         assert int(fields["NumCPUs"]) == profile[rule].get("cpus_per_task", 1), (rule, fields["NumCPUs"])
         gpu = profile[rule].get("gpu", 0)
+        if rule == "train":  # the rule asks for a GPU itself: for networks, not for knn or colour_ridge
+            model = wildcards.split("_raw_")[0]
+            trained.add(model)
+            gpu = int(uses_gpu(model))
         assert ("gres:gpu:1" in fields.get("TresPerJob", "")) == (gpu == 1), (rule, fields.get("TresPerJob"))
         assert _minutes(fields["TimeLimit"]) == profile[rule]["runtime"], (rule, fields["TimeLimit"])
+    assert trained == {"knn", "vit", "colour_ridge"}, trained
 
 
 def _minutes(limit: str) -> int:

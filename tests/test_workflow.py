@@ -1,5 +1,6 @@
 """The whole rule graph, end to end, on the real HER2ST subset and on a small synthetic demo."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -289,6 +290,35 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     assert set(zip(groups["model"], groups["protocol"], groups["group"])) == {
         (m, "raw", g) for m in ("knn", "vit", "colour_ridge") for g in ("image", "noise")}  # the demo runs raw only
     assert "SYNTHETIC" in (tmp_path / "resources" / "demo" / "logs" / "make_demo.log").read_text()
+
+
+def _train_gpus(dry_run: str) -> dict[str, set[int]]:
+    """{run: the gpu resources its train jobs ask for} from a dry run's job listing."""
+    out: dict[str, set[int]] = {}
+    for block in re.split(r"\n(?=\[|rule )", dry_run):
+        if block.startswith("rule train:"):
+            run = re.search(r"output: results/demo/([^/]+)/", block).group(1)
+            out.setdefault(run, set()).add(int(re.search(r"resources: .*\bgpu=(\d+)", block).group(1)))
+    return out
+
+
+def test_train_jobs_ask_for_a_gpu_only_for_networks(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["demo"].update({"patients": 3, "sections_per_patient": 1, "image_px": 600})
+    cfg["models"] = ["knn", "vit", "egn"]
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(tmp_path, path, "results/demo/samples.tsv")  # the checkpoint, so the folds are known
+    assert res.returncode == 0, res.stderr[-3000:]
+    for profile in ("local", "slurm"):
+        for device, network_gpus in (("auto", 1), ("cpu", 0)):
+            cfg["train"] = {**cfg.get("train", {}), "device": device}
+            path.write_text(yaml.safe_dump(cfg))
+            res = run_snakemake(tmp_path, path, "-n", "--profile", str(REPO / "profiles" / profile),
+                                "results/demo/metrics.tsv", one_thread=False)
+            assert res.returncode == 0, res.stderr[-3000:]
+            assert _train_gpus(res.stdout) == {"knn": {0}, "colour_ridge": {0}, "vit": {network_gpus},
+                                               "egn": {network_gpus}}, (profile, device)
 
 
 TABLE1 = ["knn", "ridge", "nsl", "stnet", "vit", "cyclemlp", "mpvit", "retro", "vitexp", "egn", "tcgn"]

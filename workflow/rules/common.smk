@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from histexpr.config import validate as validate_config  # noqa: E402
 from histexpr.data.folds import n_folds  # noqa: E402
-from histexpr.models.catalog import MODEL_NEEDS, params_key, split_run, sweep_name  # noqa: E402
+from histexpr.models.catalog import MODEL_NEEDS, params_key, split_run, sweep_name, uses_gpu  # noqa: E402
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 # Conda environments, one per family of rules, with the pins of requirements.txt; CPU rules need no PyTorch.
@@ -130,6 +130,11 @@ def run_params(wildcards):
     """A run's model_params: its model's (EGN's for the egn_* ablations), with a sweep point's value on top."""
     model, overrides = split_run(wildcards.model)
     return {**config["model_params"].get(params_key(model), {}), **overrides}
+
+
+def train_gpus(wildcards):
+    """GPUs a train job asks for: one for a network, none for a fitted model (knn, ridge) or train.device cpu."""
+    return int(uses_gpu(wildcards.model) and config["train"]["device"] != "cpu")
 
 
 def per_fold(name):

@@ -14,6 +14,8 @@ rule train:
         model_params=run_params,
         window_px=config["tiling"]["window_px"],
     threads: 2
+    resources:
+        gpu=train_gpus,
     log:
         f"{R}/logs/train/{{model}}/{{protocol}}/fold_{{fold}}.log",
     benchmark:

@@ -23,6 +23,9 @@ MODEL_NEEDS: dict[str, tuple[str, ...]] = {
     "ridge": ("embeddings",),
 }
 
+# Models fitted in closed form on the CPU (no network, no gradient steps): their train jobs ask for no GPU.
+FITTED: frozenset[str] = frozenset({"colour_ridge", "knn", "ridge"})
+
 # Models whose settings live under another model's model_params key (EGN's ablations share EGN's).
 PARAMS_KEY: dict[str, str] = {name: "egn" for name in MODEL_NEEDS if name.startswith("egn_")}
 
@@ -38,6 +41,11 @@ def split_run(name: str) -> tuple[str, dict]:
 
 def sweep_name(model: str, param: str, value) -> str:
     return f"{model}-{param}-{value}"
+
+
+def uses_gpu(run: str) -> bool:
+    """Whether a run's train job wants a GPU (every neural model; not the fitted ones)."""
+    return split_run(run)[0] not in FITTED
 
 
 def params_key(model: str) -> str:
