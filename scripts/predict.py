@@ -8,6 +8,7 @@ from histexpr.utils import setup_logging  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 
+import anndata as ad  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -22,6 +23,11 @@ inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: 
 slide_name, slide, cfg, run = snakemake.wildcards.slide, params.slide, params.predict, params.run  # noqa: F821
 tiling = params.tiling
 set_threads(snakemake.threads)  # noqa: F821
+
+run_genes = ad.read_h5ad(inp.expression, backed="r").var_names
+missing = [g for g in cfg["genes"] or [] if g not in run_genes]
+if missing:  # before the slide is read
+    raise SystemExit(f"predict.genes: {missing} are not among the run's {len(run_genes)} genes ({inp.expression})")
 
 with open_image(inp.image, check_decode=True) as image:
     um_per_px = slide.get("um_per_px") or image.mpp
@@ -49,14 +55,13 @@ log.info("%s: %d windows x %d genes -> %s", slide_name, *adata.shape, out.h5ad)
 
 genes = cfg["genes"]
 if not genes:
-    scores = pd.read_csv(inp.genes, sep="\t")
-    scores = scores[(scores["scope"] == "pooled")].sort_values("pcc", ascending=False)
-    genes = scores["gene"].head(cfg["n_genes"]).tolist()
-    log.info("heat maps for the %d genes %s predicts best on its test slides: %s", len(genes), run["model"], genes)
-missing = [g for g in genes if g not in adata.var_names]
-if missing:
-    raise SystemExit(f"predict.genes: {missing} are not among the run's {adata.n_vars} genes")
+    scores = pd.concat([pd.read_csv(p, sep="\t") for p in inp.genes], ignore_index=True)
+    scores = scores[scores["scope"] == "pooled"].groupby("gene", sort=False)["pcc"].mean()
+    genes = scores.sort_values(ascending=False, kind="stable").index[:cfg["n_genes"]].tolist()
+    log.info("heat maps for the %d genes %s predicts best on held-out slides (%d fold(s)): %s", len(genes),
+             run["model"], len(inp.genes), genes)
+trained_on = "fold 0: all patients" if run["fold"] == 0 else f"fold {run['fold']}"
 with atomic_dir(out.heatmaps) as tmp:
     for gene in genes:
         heatmap_figure(grid.thumbnail, grid.scale, xy, adata[:, gene].X.ravel(), side, str(tmp / f"{gene}.png"),
-                       f"{slide_name}: {gene} predicted by {run['model']} ({run['protocol']}, fold {run['fold']})")
+                       f"{slide_name}: {gene} predicted by {run['model']} ({run['protocol']}, {trained_on})")

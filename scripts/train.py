@@ -1,4 +1,4 @@
-"""Train one model on one fold, select it on validation, predict the test windows."""
+"""Train one model on one fold, select it on validation, predict the test windows (fold 0 has none)."""
 import sys
 from pathlib import Path
 
@@ -33,6 +33,8 @@ data = FoldData.load(inp.expression, window_paths=tiles, embeddings=inp.get("emb
 test_rows = data.index("test")
 log.info("%s, %s targets, fold %d: %d genes; train/val/test windows %d/%d/%d", name, protocol, fold, data.n_genes,
          len(data.index("train")), len(data.index("val")), len(test_rows))
+if fold == 0:
+    log.info("fold 0 trains on every patient for predict: no test windows, so predictions.h5ad is empty")
 
 if spec.kind == "neural":
     device = resolve_device(cfg.device)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histexpr.data.folds import make_folds, n_folds
+from histexpr.data.folds import final_fold, make_folds, n_folds
 from histexpr.errors import ConfigError
 
 
@@ -35,6 +35,25 @@ def test_patient_folds_are_disjoint_and_cover_everyone(k):
         assert (t.split == "val").any() and (t.split == "train").any()
         tested |= test_p
     assert tested == set("ABCDE")
+
+
+def test_fold_zero_trains_on_every_patient_with_whole_patients_for_validation():
+    sheet, spots = study()
+    cfg = {"level": "patient", "k": "loo", "val_fraction": 0.25, "seed": 0}
+    final = final_fold(sheet, spots, cfg)
+    assert (final["fold"] == 0).all() and len(final) == len(spots) and list(final.columns) == list(make_folds(
+        sheet, spots, cfg).columns)
+    assert set(final["split"]) == {"train", "val"} and set(final["patient"]) == set("ABCDE")
+    val = set(final.loc[final.split == "val", "patient"])
+    assert len(val) == 1 and not val & set(final.loc[final.split == "train", "patient"])  # round(0.25 * 5) patients
+    pd.testing.assert_frame_equal(final, final_fold(sheet, spots, cfg))
+    # two patients (HER2ST's A and C): whole-patient validation would leave one to train, so a band of every
+    # section validates and every patient and section trains
+    sheet, spots = study(patients=("A", "B"), sections=2)
+    final = final_fold(sheet, spots, cfg)
+    for _, sec in final.groupby("sample"):
+        assert (sec.split == "train").sum() == 15 and (sec.split == "val").sum() == 5
+        assert sec.loc[sec.split == "val", "spot"].str.split("x").str[0].astype(int).min() >= 15
 
 
 def test_folds_are_seeded():

@@ -86,6 +86,10 @@ def test_colour_ridge_learns_colour_and_chooses_alpha_on_validation():
     gcv = get_model("colour_ridge").factory({}).fit(FoldData(targets, np.where(split == "val", "train", split),
                                                              data.genes, windows=windows))
     assert np.corrcoef(gcv.predict(data, test)[:, 0], targets[test, 0])[0, 1] > 0.95
+    # fold 0 (every patient in training) has no test windows: an empty prediction, not an error
+    assert model.predict(data, np.array([], int)).shape == (0, 3)
+    pool = FoldData(targets[:6], ["train"] * 6, data.genes, exemplar_index=np.zeros((6, 2), int))
+    assert get_model("knn").factory({}).fit(pool).predict(pool, np.array([], int)).shape == (0, 3)
 
 
 @pytest.fixture(scope="module")

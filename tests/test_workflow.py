@@ -63,8 +63,11 @@ def test_every_sample_tiled_with_expected_spot_counts(her2st_run):
 def test_fold_table_never_shares_a_patient_between_train_and_test(her2st_run):
     _, _, out = her2st_run
     folds = pd.read_csv(out / "folds.tsv", sep="\t")
-    assert sorted(folds["fold"].unique()) == [1, 2]  # leave one patient out: A, C
-    for _, f in folds.groupby("fold"):
+    assert sorted(folds["fold"].unique()) == [0, 1, 2]  # leave one patient out: A, C; fold 0 trains on both
+    final = folds[folds["fold"] == 0]
+    assert set(final["split"]) == {"train", "val"} and set(final["patient"]) == {"A", "C"}
+    assert len(final) == sum(HER2ST_SPOTS.values())
+    for _, f in folds[folds["fold"] > 0].groupby("fold"):
         test = set(f.loc[f.split == "test", "patient"])
         assert test and not test & set(f.loc[f.split != "test", "patient"])
         assert (f.split == "val").any()
@@ -243,6 +246,43 @@ def test_predict_target_maps_every_tissue_window_of_a_slide(her2st_run, her2st_r
     assert inside.mean() > 0.8, inside.mean()
     maps = sorted((out / "predict" / "slideC2" / "heatmaps").glob("*.png"))
     assert len(maps) == 2 and all(m.stat().st_size > 20_000 for m in maps)
+
+
+def test_predict_with_fold_all_trains_on_every_patient(her2st_run, her2st_root):
+    """predict.fold: all trains the run's whole chain (targets, extractor, exemplar pool, model) on fold 0,
+    every patient in training, and draws the genes the run predicts best across the cross-validation folds."""
+    work, cfg_path, out = her2st_run
+    cfg = yaml.safe_load(cfg_path.read_text())
+    image = next((her2st_root / "data" / "ST-imgs" / "C" / "C3").glob("*.jpg"))
+    um_per_px = ad.read_h5ad(out / "samples" / "C3.h5ad").uns["tiling"]["um_per_px"]
+    cfg["predict"] = {"slides": {"newC3": {"image": str(image), "um_per_px": um_per_px}}, "model": "egn",
+                      "fold": "all", "n_genes": 3}
+    path = work / "her2st_predict_all.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(work, path, "predict")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", res.stdout + res.stderr, re.M))
+    assert {"expression", "train_extractor", "embed", "exemplars", "train", "predict_slide"} <= ran, ran
+    assert not ran & {"evaluate", "aggregate"}  # fold 0 has no test slide and is never scored
+
+    final = ad.read_h5ad(out / "fold_0" / "raw" / "expression.h5ad")
+    assert set(final.obs["split"]) == {"train", "val"}
+    assert set(final.obs.loc[final.obs["split"] == "train", "sample"]) == set(HER2ST_SPOTS)  # every section trains
+    train = final.obs["split"].to_numpy() == "train"
+    assert np.allclose(np.asarray(final.X[train]).min(0), 0) and np.allclose(np.asarray(final.X[train]).max(0), 1)
+    pool = final.obs.iloc[np.load(out / "fold_0" / "exemplars.npz")["pool"]]
+    assert set(pool["patient"]) == {"A", "C"} and (pool["split"] == "train").all()
+    assert ad.read_h5ad(out / "egn" / "raw" / "fold_0" / "predictions.h5ad").n_obs == 0
+    history = pd.read_csv(out / "egn" / "raw" / "fold_0" / "history.tsv", sep="\t")
+    assert history["selected"].sum() == 1  # selected on fold 0's validation windows
+
+    pred = ad.read_h5ad(out / "predict" / "newC3" / "predictions.h5ad")
+    assert pred.n_obs > 50 and np.isfinite(pred.X).all() and list(pred.var_names) == list(final.var_names)
+    assert int(pred.uns["prediction"]["fold"]) == 0
+    cv = pd.concat([pd.read_csv(out / "egn" / "raw" / f"fold_{k}" / "genes.tsv", sep="\t") for k in (1, 2)])
+    best = cv[cv["scope"] == "pooled"].groupby("gene")["pcc"].mean().sort_values(ascending=False).index[:3]
+    assert sorted(p.stem for p in (out / "predict" / "newC3" / "heatmaps").glob("*.png")) == sorted(best)
+    assert (out / "metrics.tsv").exists() and (pd.read_csv(out / "metrics.tsv", sep="\t")["n_folds"] == 2).all()
 
 
 def test_gpu_runner_bundles_and_runs_a_study(her2st_run, tmp_path):

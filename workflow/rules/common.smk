@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from histexpr.config import validate as validate_config  # noqa: E402
-from histexpr.data.folds import n_folds  # noqa: E402
+from histexpr.data.folds import FINAL_FOLD, n_folds  # noqa: E402
 from histexpr.models.catalog import MODEL_NEEDS, params_key, split_run, sweep_name, uses_gpu  # noqa: E402
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
@@ -175,7 +175,7 @@ PREDICT = config["predict"]
 PREDICT_RUN = {
     "model": PREDICT["model"] or config["models"][0],
     "protocol": PREDICT["protocol"] or PROTOCOLS[0],
-    "fold": PREDICT["fold"],
+    "fold": FINAL_FOLD if PREDICT["fold"] == "all" else PREDICT["fold"],  # fold 0: every patient in training
 }
 
 
@@ -191,12 +191,15 @@ def predict_inputs(wildcards):
     if wildcards.slide not in PREDICT["slides"]:
         raise WorkflowError(f"predict: slide {wildcards.slide!r} is not under predict.slides in the config")
     model, protocol, fold = PREDICT_RUN["model"], PREDICT_RUN["protocol"], PREDICT_RUN["fold"]
-    if model not in RUNS or protocol not in PROTOCOLS or fold not in fold_ids():
+    if model not in RUNS or protocol not in PROTOCOLS or fold not in [FINAL_FOLD] + fold_ids():
         raise WorkflowError(f"predict: run {model}/{protocol}/fold_{fold} is not trained by this config "
-                            f"(models {RUNS}, protocols {PROTOCOLS}, folds {fold_ids()})")
+                            f"(models {RUNS}, protocols {PROTOCOLS}, folds {fold_ids()} or all)")
     run = f"{R}/{model}/{protocol}/fold_{fold}"
     files = {"image": PREDICT["slides"][wildcards.slide]["image"], "model": f"{run}/model.pt",
-             "genes": f"{run}/genes.tsv", "expression": f"{R}/fold_{fold}/{protocol}/expression.h5ad"}
+             "expression": f"{R}/fold_{fold}/{protocol}/expression.h5ad"}
+    if not PREDICT["genes"]:  # heat maps of the genes the run predicts best on held-out slides
+        cv_folds = fold_ids() if fold == FINAL_FOLD else [fold]
+        files["genes"] = expand(f"{R}/{model}/{protocol}/fold_{{k}}/genes.tsv", k=cv_folds)
     needs = MODEL_NEEDS[split_run(model)[0]]
     if "windows" in needs:
         files["tiles"] = sample_tiles(wildcards)

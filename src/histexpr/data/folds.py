@@ -112,3 +112,34 @@ def make_folds(samples: pd.DataFrame, spots: pd.DataFrame, folds_cfg: dict) -> p
                                     "sample": spots["sample"].to_numpy(), "spot": spots["spot"].to_numpy(),
                                     "obs_name": spots["obs_name"].to_numpy()}))
     return pd.concat(tables, ignore_index=True)[FOLD_COLUMNS]
+
+
+FINAL_FOLD = 0
+
+
+def final_fold(samples: pd.DataFrame, spots: pd.DataFrame, folds_cfg: dict) -> pd.DataFrame:
+    """Fold 0: every unit in training, no test; the model ``predict`` applies to new slides.
+
+    Validation (for early stopping and model selection) takes whole units, as in :func:`make_folds`, while
+    at least two units stay in training; with fewer units it is a spatial band of every section, so every
+    patient and section still trains. Fold 0 is never evaluated: the cross-validation folds say how well
+    it does. Returns rows in :func:`make_folds`'s layout with ``fold`` 0 and ``split`` train/val.
+    """
+    unit_of = fold_units(samples, folds_cfg["level"])
+    units = sorted(set(spots["sample"].map(unit_of)))
+    fraction = folds_cfg["val_fraction"]
+    rng = np.random.default_rng(folds_cfg["seed"] * 1000 + FINAL_FOLD)
+    n_val = max(1, int(round(fraction * len(units))))
+    if fraction <= 0 or len(units) - n_val >= 2:
+        val_mask, how = _carve_validation(spots, units, unit_of, fraction, rng)
+    else:
+        val_mask = np.zeros(len(spots), bool)
+        for _, rows in spots.groupby("sample").indices.items():
+            val_mask[rows] = _carve_validation(spots.iloc[rows], [], unit_of, fraction, rng)[0]
+        how = "a spatial band of every section (fewer than 3 units)"
+    split = np.where(val_mask, "val", "train").astype(object)
+    log.info("fold 0 (all %ss, for predict): validation from %s; spots train/val = %d/%d", folds_cfg["level"], how,
+             (split == "train").sum(), (split == "val").sum())
+    return pd.DataFrame({"fold": FINAL_FOLD, "split": split, "patient": spots["patient"].to_numpy(),
+                         "sample": spots["sample"].to_numpy(), "spot": spots["spot"].to_numpy(),
+                         "obs_name": spots["obs_name"].to_numpy()})[FOLD_COLUMNS]
