@@ -136,7 +136,7 @@ def final_fold(samples: pd.DataFrame, spots: pd.DataFrame, folds_cfg: dict) -> p
         val_mask = np.zeros(len(spots), bool)
         for _, rows in spots.groupby("sample").indices.items():
             val_mask[rows] = _carve_validation(spots.iloc[rows], [], unit_of, fraction, rng)[0]
-        how = "a spatial band of every section (fewer than 3 units)"
+        how = "a spatial band of every section (whole units would leave fewer than two to train)"
     split = np.where(val_mask, "val", "train").astype(object)
     log.info("fold 0 (all %ss, for predict): validation from %s; spots train/val = %d/%d", folds_cfg["level"], how,
              (split == "train").sum(), (split == "val").sum())
