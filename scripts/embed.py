@@ -8,15 +8,14 @@ from histexpr.utils import setup_logging  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 
-import torch  # noqa: E402
-
 from histexpr.data.windows import WindowStore  # noqa: E402
+from histexpr.models.weights import load_checkpoint  # noqa: E402
 from histexpr.train.extractor import load_extractor  # noqa: E402
 from histexpr.train.extractor import embed  # noqa: E402
 from histexpr.utils import resolve_device, set_threads, write_npy  # noqa: E402
 
 set_threads(snakemake.threads)
-ckpt = torch.load(snakemake.input.model, map_location="cpu", weights_only=False)
+ckpt = load_checkpoint(snakemake.input.model)
 model = load_extractor(ckpt)
 log.info("extractor: %s, %d-dimensional global view", ckpt.get("kind", "autoencoder"), model.dim)
 windows = WindowStore(snakemake.input.tiles)

@@ -21,7 +21,7 @@ adatas, sources = {}, {}
 for path in snakemake.input.samples:
     a = ad.read_h5ad(path)
     name = str(a.obs["sample"].iloc[0])
-    adatas[name], sources[name] = a, path
+    adatas[name], sources[name] = a, a.uns.get("source", {}).get("counts", path)  # name the user's file
 out = build_fold_expression(adatas, folds, snakemake.params.expression, sources, protocol=protocol)
 log.info("fold %d, protocol %s: %d genes x %d spots (train %d, val %d, test %d); normalisation %s", fold, protocol, out.n_vars, out.n_obs,
          (out.obs["split"] == "train").sum(), (out.obs["split"] == "val").sum(), (out.obs["split"] == "test").sum(),

@@ -12,6 +12,8 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 
+from histexpr.errors import InputError  # noqa: E402
+
 out = snakemake.output[0]
 tmp = out + ".partial"
 shutil.rmtree(tmp, ignore_errors=True)
@@ -21,6 +23,6 @@ res = subprocess.run(["git", "clone", "--depth", "1", repo, tmp], capture_output
 log.info(res.stdout + res.stderr)
 if res.returncode != 0:
     shutil.rmtree(tmp, ignore_errors=True)
-    raise SystemExit(f"{repo}: git clone failed (no network?). Point samples.root in the config at an "
+    raise InputError(repo, f"git clone failed (no network?). Point samples.root in the config at an "
                      f"existing copy of the HER2ST repository instead.\n{res.stderr}")
 os.replace(tmp, out)

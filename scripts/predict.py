@@ -16,7 +16,7 @@ from histexpr.data.fold import FoldData  # noqa: E402
 from histexpr.io.image import open_image  # noqa: E402
 from histexpr.plots import heatmap_figure  # noqa: E402
 from histexpr.predict import prediction_adata, predict_windows, tile_tissue  # noqa: E402
-from histexpr.errors import InputError  # noqa: E402
+from histexpr.errors import ConfigError, InputError  # noqa: E402
 from histexpr.utils import atomic_dir, resolve_device, set_threads, write_h5ad  # noqa: E402
 
 inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -27,7 +27,8 @@ set_threads(snakemake.threads)  # noqa: F821
 run_genes = ad.read_h5ad(inp.expression, backed="r").var_names
 missing = [g for g in cfg["genes"] or [] if g not in run_genes]
 if missing:  # before the slide is read
-    raise SystemExit(f"predict.genes: {missing} are not among the run's {len(run_genes)} genes ({inp.expression})")
+    raise ConfigError(None, f"predict.genes: {missing} are not among the run's {len(run_genes)} genes "
+                            f"({inp.expression})")
 
 with open_image(inp.image, check_decode=True) as image:
     um_per_px = slide.get("um_per_px") or image.mpp

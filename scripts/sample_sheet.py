@@ -1,4 +1,5 @@
-"""Validate the sample sheet (or build it from a known folder layout) and check every file opens."""
+"""Validate the sample sheet (or build it from a known folder layout); check every image and the genes the
+samples share, before anything is tiled."""
 import sys
 from pathlib import Path
 
@@ -9,9 +10,10 @@ from histexpr.utils import setup_logging  # noqa: E402
 log = setup_logging(snakemake.log[0])  # noqa: F821
 
 from histexpr.config import validate_records  # noqa: E402
+from histexpr.data.expression import check_gene_overlap  # noqa: E402
+from histexpr.errors import InputError  # noqa: E402
 from histexpr.io.image import open_image  # noqa: E402
-from histexpr.io.sheet import build_her2st_sheet, load_sample_sheet  # noqa: E402
-from histexpr.io.visium import visium_paths  # noqa: E402
+from histexpr.io.sheet import build_her2st_sheet, load_sample_sheet, sample_genes, sample_image  # noqa: E402
 from histexpr.utils import write_table  # noqa: E402
 
 source, layout, schema = snakemake.input[0], snakemake.params.layout, snakemake.params.schema
@@ -21,12 +23,21 @@ elif layout == "her2st":
     sheet = build_her2st_sheet(source)
     validate_records(sheet.replace({None: ""}).to_dict("records"), schema, source)
 else:
-    raise SystemExit(f"unknown sample layout {layout!r}")
+    raise InputError(source, f"unknown sample layout {layout!r}")
+genes, counts = {}, {}
 for _, row in sheet.iterrows():
-    image = row["image"] or visium_paths(row["spots"])["hires_image"]
+    image, _, image_source = sample_image(row)
     with open_image(image) as slide:
-        log.info("%s: patient %s, image %s (%dx%d px, %s), counts %s, spots %s", row["sample"], row["patient"],
-                 image, slide.width, slide.height, f"{slide.mpp} um/px in metadata" if slide.mpp else "no pixel size",
-                 row["counts"], row["spots"])
-log.info("%d samples from %d patients", len(sheet), sheet["patient"].nunique())
+        slide.check_size(snakemake.params.max_image_megapixels)
+        if slide.is_blank():
+            raise InputError(image, f"sample {row['sample']!r}: the image is blank (every pixel the same colour), "
+                                    f"a placeholder, not an H&E scan")
+        log.info("%s: patient %s, image %s (%s; %dx%d px, %s), counts %s, spots %s", row["sample"], row["patient"],
+                 image, image_source, slide.width, slide.height,
+                 f"{slide.mpp} um/px in metadata" if slide.mpp else "no pixel size", row["counts"], row["spots"])
+    genes[row["sample"]], counts[row["sample"]] = sample_genes(row), row["counts"]
+expr = snakemake.params.expression
+shared = check_gene_overlap(genes, counts, expr["gene_list"], expr["top_n"])
+log.info("%d samples from %d patients; %d genes measured in every sample", len(sheet), sheet["patient"].nunique(),
+         len(shared))
 write_table(sheet, snakemake.output[0])

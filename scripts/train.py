@@ -8,8 +8,6 @@ from histexpr.utils import setup_logging  # noqa: E402
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 
-import pickle  # noqa: E402
-
 import anndata as ad  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -18,6 +16,7 @@ import torch  # noqa: E402
 from histexpr.data.fold import FoldData  # noqa: E402
 from histexpr.models import get_model  # noqa: E402
 from histexpr.models.catalog import split_run  # noqa: E402
+from histexpr.models.weights import fitted_state  # noqa: E402
 from histexpr.train.loop import TrainConfig, fit, latent, predict  # noqa: E402
 from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_h5ad, write_table  # noqa: E402
 
@@ -50,16 +49,16 @@ if spec.kind == "neural":
     pred = predict(model, data, test_rows, cfg, device)
     features = latent(model, data, test_rows, cfg, device)
     with atomic_path(snakemake.output.model, suffix=".pt") as tmp:
-        torch.save({"model": name, "params": snakemake.params.model_params, "genes": data.genes,
+        torch.save({"model": name, "params": snakemake.params.model_params, "genes": list(data.genes),
                     "state_dict": model.state_dict()}, tmp)
 else:
     model = spec.factory(snakemake.params.model_params).fit(data)
     pred = model.predict(data, test_rows)
     features = None
     history = pd.DataFrame([{"epoch": 0, "note": f"{name} is fitted without gradient training"}])
-    with atomic_path(snakemake.output.model, suffix=".pt") as tmp, open(tmp, "wb") as fh:
-        pickle.dump({"model": name, "params": snakemake.params.model_params, "genes": data.genes,
-                     "state": {k: v for k, v in vars(model).items() if k != "targets"}}, fh)
+    with atomic_path(snakemake.output.model, suffix=".pt") as tmp:  # tensors and plain values: loads weights_only
+        torch.save({"model": name, "params": snakemake.params.model_params, "genes": list(data.genes),
+                    "fitted": fitted_state(model)}, tmp)
 
 test = data.adata[test_rows]
 out = ad.AnnData(X=pred.astype(np.float32), obs=test.obs.copy(), var=test.var.copy())

@@ -44,28 +44,33 @@ def test_her2st_counts_join_spot_positions(her2st_root, section):
         assert um == pytest.approx(200.0 / (58.0 if section == "A1" else 271.0), rel=0.05)
 
 
-def test_visium_reader_falls_back_to_hires_image(visium_dir):
+def test_visium_reader_keeps_10x_columns_and_scales_positions(visium_dir):
+    scalef = 0.045004502  # the fixture's tissue_lowres_scalef
     adata = read_visium_sample(visium_dir / "filtered_feature_bc_matrix.h5",
-                               visium_dir / "spatial" / "tissue_positions_list.csv", full_resolution_image=False)
+                               visium_dir / "spatial" / "tissue_positions_list.csv", image_scale=scalef)
     pos = pd.read_csv(visium_dir / "spatial" / "tissue_positions_list.csv", header=None, index_col=0)
-    assert 0 < adata.n_obs <= 100 and adata.n_vars == 100
+    assert adata.n_obs == 100 and adata.n_vars == 100
     assert (pos.loc[adata.obs_names, 1] == 1).all()  # in-tissue spots only
-    scalef = 0.150015
     np.testing.assert_allclose(adata.obsm["spatial"][:, 0], pos.loc[adata.obs_names, 5] * scalef)
     np.testing.assert_allclose(adata.obsm["spatial"][:, 1], pos.loc[adata.obs_names, 4] * scalef)
-    assert adata.uns["um_per_px"] == pytest.approx(55.0 / (89.42751063343188 * scalef))
-    with Image.open(visium_dir / "spatial" / "tissue_hires_image.png") as im:
+    # spot_diameter_fullres spans 65 um (10x's scale-factor convention); the 100 um array pitch agrees
+    assert adata.uns["um_per_px"] == pytest.approx(65.0 / (89.42751063343188 * scalef))
+    assert list(adata.var.columns) == ["gene_ids", "feature_types", "genome"]  # 10x's var columns kept
+    assert (adata.var["feature_types"] == "Gene Expression").all()
+    with Image.open(visium_dir / "spatial" / "tissue_lowres_image.png") as im:
         assert (adata.obsm["spatial"] < np.array(im.size)).all()
 
 
-def test_visium_row_without_image_reads_hires(visium_dir, tmp_path):
+def test_visium_row_without_image_skips_the_blank_hires_placeholder(visium_dir, tmp_path):
     sheet = tmp_path / "samples.tsv"
     pd.DataFrame([{"sample": "v1", "patient": "p1", "image": "", "format": "visium",
                    "counts": str(visium_dir / "filtered_feature_bc_matrix.h5"),
                    "spots": str(visium_dir / "spatial" / "tissue_positions_list.csv")}]).to_csv(sheet, sep="\t", index=False)
     row = load_sample_sheet(sheet).iloc[0]
     adata, image = read_sample(row)
-    assert image.endswith("tissue_hires_image.png") and adata.uns["platform"] == "visium"
+    # the fixture's hires PNG is a blank placeholder: the reader falls back to the real lowres PNG
+    assert image.endswith("tissue_lowres_image.png") and adata.uns["platform"] == "visium"
+    assert adata.uns["image_source"] == "Space Ranger lowres image"
 
 
 def test_pyramidal_tiff_read_by_region_with_pixel_size(tmp_path):

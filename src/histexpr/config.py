@@ -47,8 +47,27 @@ def _fill_defaults(node: Any, schema: dict) -> Any:
     return node
 
 
+def _yaml_words(node: Any, schema: dict) -> Any:
+    """YAML 1.1 reads unquoted ``off``/``on``/``yes``/``no`` as booleans; where a setting's allowed values
+    are those words, give the word back (``lpips: off`` means "off", not false)."""
+    if not isinstance(schema, dict):
+        return node
+    if isinstance(node, bool) and "enum" in schema:
+        words = {False: ("off", "no", "false"), True: ("on", "yes", "true")}[node]
+        for word in words:
+            if word in schema["enum"]:
+                return word
+    if isinstance(node, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in node:
+                node[key] = _yaml_words(node[key], sub)
+    return node
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if "x-message" in error.schema and error.validator in ("pattern", "type"):
+        return f"{where}: {error.instance!r} {error.schema['x-message']}"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -66,7 +85,7 @@ def validate(document: dict, schema: dict | str | Path, source: str) -> dict:
         schema = load_schema(schema)
     if not isinstance(document, dict):
         raise ConfigError(source, f"expected a mapping of settings, got {type(document).__name__}")
-    doc = _fill_defaults(copy.deepcopy(document), schema)
+    doc = _yaml_words(_fill_defaults(copy.deepcopy(document), schema), schema)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:

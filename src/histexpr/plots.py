@@ -328,3 +328,47 @@ def heatmap_figure(thumbnail: np.ndarray, scale: float, xy: np.ndarray, values: 
         ax.set_xticks([])
         ax.set_yticks([])
     _save(fig, path, dpi=100)
+
+
+QC_COLOURS = {"kept": "#1a9641", "background": "#d7191c", "edge": "#2c7bb6", "low_counts": "#fdae61",
+              "unselected": "#9e9e9e", "outside_tissue": "#9e9e9e", "no_counts": "#7b3294", "no_position": "#000000"}
+
+
+def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spot_diameter_px: float,
+                   window_px: float, title: str, path: str) -> None:
+    """The slide thumbnail with every spot drawn in its status' colour (kept, or why it was dropped), and the
+    window of the first kept spot outlined, so a reader sees at a glance that the spots sit on the tissue.
+
+    Args:
+        spots: ``x``, ``y`` (level-0 px; NaN where unknown), ``status``.
+        scale: thumbnail px per level-0 px; ``spot_diameter_px``, ``window_px``: level-0 px.
+    """
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    h, w = thumbnail.shape[:2]
+    fig, ax = plt.subplots(figsize=(7.5, 7.5 * h / w + 0.8))
+    ax.imshow(thumbnail)
+    # marker size in points^2 from the spot's diameter in thumbnail px
+    px_per_pt = fig.dpi / 72 * (ax.get_window_extent().width / w)
+    s = max(4.0, (spot_diameter_px * scale / px_per_pt) ** 2)
+    placed = spots.dropna(subset=["x", "y"])
+    for status, colour in QC_COLOURS.items():
+        part = placed[placed["status"] == status]
+        n = int((spots["status"] == status).sum())
+        if n:
+            ax.scatter(part["x"] * scale, part["y"] * scale, s=s, facecolors="none", edgecolors=colour,
+                       linewidths=1.0, label=f"{status.replace('_', ' ')} ({n}"
+                                             + (f", {n - len(part)} without position" if n > len(part) else "") + ")")
+    kept = placed[placed["status"] == "kept"]
+    if len(kept):
+        x, y = kept.iloc[0][["x", "y"]]
+        side = window_px * scale
+        ax.add_patch(Rectangle((x * scale - side / 2, y * scale - side / 2), side, side, fill=False,
+                               edgecolor="yellow", linewidth=1.5, label=f"window ({window_px:.0f} px at level 0)"))
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7, frameon=False)
+    _save(fig, path, dpi=110)

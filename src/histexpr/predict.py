@@ -9,7 +9,6 @@ min-max fitted on the fold's training sections; ``var["min"]``/``var["max"]`` un
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,18 +117,17 @@ def fold_with_new_windows(fold: FoldData, windows: np.ndarray, embeddings: np.nd
 
 
 def load_run(path: str, n_genes: int, window_px: int, d_code: int | None, device: torch.device):
-    """A trained run's ``(checkpoint, model)`` from its ``model.pt`` (neural: torch state dict; fitted: pickle)."""
-    if _is_torch(path):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model = get_model(split_run(ckpt["model"])[0]).factory(n_genes, ckpt["params"], img_size=window_px,
-                                                                d_code=d_code)
+    """A trained run's ``(checkpoint, model)`` from its ``model.pt`` (neural: a state dict; fitted: its arrays
+    and settings), loaded without unpickling code (:func:`~histexpr.models.weights.load_checkpoint`)."""
+    from .models.weights import load_checkpoint, restore_fitted
+
+    ckpt = load_checkpoint(path)
+    spec = get_model(split_run(ckpt["model"])[0])
+    if "state_dict" in ckpt:
+        model = spec.factory(n_genes, ckpt["params"], img_size=window_px, d_code=d_code)
         model.load_state_dict(ckpt["state_dict"])
         return ckpt, model.to(device).eval()
-    with open(path, "rb") as fh:
-        ckpt = pickle.load(fh)
-    model = get_model(split_run(ckpt["model"])[0]).factory(ckpt["params"])
-    model.__dict__.update(ckpt["state"])
-    return ckpt, model
+    return ckpt, restore_fitted(spec.factory(ckpt["params"]), ckpt["fitted"])
 
 
 def predict_windows(run: str, fold: FoldData, windows: np.ndarray, window_px: int, train: dict,
@@ -150,7 +148,9 @@ def predict_windows(run: str, fold: FoldData, windows: np.ndarray, window_px: in
     if "embeddings" in needs or "exemplars" in needs:
         from .train.extractor import embed, load_extractor
 
-        emb = embed(load_extractor(torch.load(extractor, map_location="cpu", weights_only=False)), windows, device)
+        from .models.weights import load_checkpoint
+
+        emb = embed(load_extractor(load_checkpoint(extractor)), windows, device)
     if "exemplars" in needs:
         import faiss
 
@@ -168,11 +168,6 @@ def predict_windows(run: str, fold: FoldData, windows: np.ndarray, window_px: in
     if ckpt["model"] == "knn":
         model.targets = data.targets  # the exemplars' targets (not pickled with the model)
     return model.predict(data, rows)
-
-
-def _is_torch(path: str) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"PK"  # torch.save writes a zip archive; fitted models are plain pickles
 
 
 def prediction_adata(pred: np.ndarray, fold_adata, xy: np.ndarray, slide: str, image: str, grid: TissueGrid,

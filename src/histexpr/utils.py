@@ -98,7 +98,27 @@ def setup_logging(log_file: str | os.PathLike | None = None, redirect_stderr: bo
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
+    if log_file is not None:
+        sys.excepthook = _report_to_terminal(str(log_file))
     return log
+
+
+def _report_to_terminal(log_file: str):
+    """An excepthook for a rule's script: the traceback goes to the rule's log, and one line (the error,
+    naming the user's file for bad input) to the terminal, where Snakemake itself only says "check log"."""
+    import traceback
+
+    def hook(kind, err, tb):
+        logging.getLogger("histexpr").error("".join(traceback.format_exception(kind, err, tb)).rstrip())
+        from .errors import InputError
+
+        what = str(err) if isinstance(err, InputError) else f"{kind.__name__}: {err}"
+        terminal = sys.__stderr__
+        if terminal is not None:
+            terminal.write(f"histexpr error: {what}\n  (traceback in {log_file})\n")
+            terminal.flush()
+
+    return hook
 
 
 def seed_everything(seed: int) -> None:

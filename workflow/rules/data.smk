@@ -42,6 +42,8 @@ checkpoint sample_sheet:
     params:
         layout=sheet_layout(),
         schema=os.path.join(SCHEMAS, "samples.schema.yaml"),
+        expression=config["expression"],
+        max_image_megapixels=config["tiling"]["max_image_megapixels"],
     log:
         f"{R}/logs/sample_sheet.log",
     benchmark:
@@ -58,6 +60,12 @@ rule tile:
     output:
         windows=f"{R}/tiles/{{sample}}.npy",
         adata=f"{R}/samples/{{sample}}.h5ad",
+        qc=report(
+            f"{R}/qc/{{sample}}.png",
+            category="Spot QC",
+            labels={"sample": "{sample}"},
+            caption="../report/qc.rst",
+        ),
     params:
         tiling=config["tiling"],
         min_counts=config["expression"]["min_counts"],

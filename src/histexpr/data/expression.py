@@ -67,14 +67,37 @@ def read_gene_list(path: str | os.PathLike) -> list[str]:
 def common_genes(adatas: dict[str, ad.AnnData], sources: dict[str, str] | None = None) -> list[str]:
     """Genes present in every sample, in the first sample's order."""
     names = list(adatas)
-    common = set(adatas[names[0]].var_names)
+    index = {n: (a.var_names if hasattr(a, "var_names") else a) for n, a in adatas.items()}
+    common = set(index[names[0]])
     for name in names[1:]:
-        common &= set(adatas[name].var_names)
+        common &= set(index[name])
     if not common:
         where = sources or {n: n for n in names}
         raise InputError(where[names[0]], "no gene is measured in every sample (empty gene overlap across "
                                           + ", ".join(where[n] for n in names) + ")")
-    return [g for g in adatas[names[0]].var_names if g in common]
+    return [g for g in index[names[0]] if g in common]
+
+
+def check_gene_overlap(genes: dict[str, list[str]], sources: dict[str, str], gene_list: str | None = None,
+                       top_n: int | None = None) -> list[str]:
+    """Before any tiling: the genes every sample measures, from their headers; errors name the user's files.
+
+    Args:
+        genes: ``{sample: gene names}``; sources: ``{sample: counts file}``.
+    Raises InputError when no gene is shared, or none of ``gene_list`` is; warns when the samples share less
+    than half of the smallest one's genes (mixed symbols and Ensembl ids?) or fewer than ``top_n``.
+    """
+    common = common_genes({n: pd.Index(g) for n, g in genes.items()}, sources)
+    smallest = min(genes, key=lambda n: len(genes[n]))
+    if len(common) < 0.5 * len(genes[smallest]) or (top_n and len(common) < top_n and len(common) < len(genes[smallest])):
+        log.warning("the samples share only %d gene(s) (%s has %d): check that every counts file names genes the "
+                    "same way (symbols vs Ensembl ids, same reference)%s", len(common), sources[smallest],
+                    len(genes[smallest]), "" if not top_n or len(common) >= top_n else
+                    f"; expression.top_n = {top_n} will keep all {len(common)}")
+    if gene_list:
+        listed = read_gene_list(gene_list)
+        select_genes(np.zeros((1, len(common))), common, None, listed, gene_list)
+    return common
 
 
 def transform_counts(counts: np.ndarray, library_size: np.ndarray | None, target_sum: float | None,

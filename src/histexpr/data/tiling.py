@@ -117,3 +117,115 @@ def tile_spots(slide: Slide, xy: np.ndarray, um_per_px: float, window_um: float 
     counts = {k: int((status == k).sum()) for k in ("kept", "edge", "background")}
     counts["input"] = n
     return TilingResult(out[kept], status.astype(str), tissue, side, counts)
+
+
+# --- pixel size from the array grid ---------------------------------------------------------------------------
+
+def array_um(array_x: np.ndarray, array_y: np.ndarray, platform: str, pitch_um: float) -> np.ndarray:
+    """Array coordinates in micrometres: legacy ST is a square grid (``x``, ``y`` one pitch apart); Visium a
+    hexagonal one (``array_col`` steps half a pitch, ``array_row`` steps ``pitch * sqrt(3) / 2``)."""
+    ax, ay = np.asarray(array_x, np.float64), np.asarray(array_y, np.float64)
+    if platform == "visium":
+        return np.column_stack([ax * pitch_um / 2, ay * pitch_um * np.sqrt(3) / 2])
+    return np.column_stack([ax * pitch_um, ay * pitch_um])
+
+
+def estimate_um_per_px_from_array(array_x: np.ndarray, array_y: np.ndarray, xy: np.ndarray, platform: str,
+                                  pitch_um: float) -> float | None:
+    """Micrometres per pixel from spots that are neighbours on the array (one pitch apart).
+
+    The median pixel distance of array-neighbour pairs (ST: one step in ``x`` or ``y``; Visium: two columns,
+    or one row and one column) is one pitch. Unlike the nearest-neighbour distance in pixels this holds for a
+    sparse subset of the array, where the nearest spot in the subset may be several pitches away. With fewer
+    than three neighbour pairs, an affine fit of pixels on array micrometres (:func:`array_um`) is used.
+    Returns None when neither is possible.
+    """
+    ax, ay = np.asarray(array_x, np.int64), np.asarray(array_y, np.int64)
+    xy = np.asarray(xy, np.float64)
+    steps = ((0, 2), (1, 1), (1, -1)) if platform == "visium" else ((1, 0), (0, 1))
+    where = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(ax, ay))}
+    dist = [np.hypot(*(xy[j] - xy[i])) for i, (a, b) in enumerate(zip(ax, ay)) for dy, dx in steps
+            if (j := where.get((int(a + dx), int(b + dy)))) is not None]
+    if len(dist) >= 3 and np.median(dist) > 0:
+        return pitch_um / float(np.median(dist))
+    a = array_um(ax, ay, platform, pitch_um)
+    design = np.column_stack([a, np.ones(len(a))])
+    if len(a) < 3 or np.linalg.matrix_rank(design) < 3:
+        return None
+    coef, *_ = np.linalg.lstsq(design, xy, rcond=None)
+    px_per_um = float(np.sqrt(abs(np.linalg.det(coef[:2]))))
+    return 1.0 / px_per_um if px_per_um > 0 else None
+
+
+# --- where the tissue is, and whether the spots sit on it ------------------------------------------------------
+
+def _otsu(values: np.ndarray) -> int:
+    hist = np.bincount(values.ravel(), minlength=256)[:256].astype(np.float64)
+    p = hist / max(hist.sum(), 1)
+    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
+    between = (mu[-1] * omega - mu) ** 2 / np.maximum(omega * (1 - omega), 1e-12)
+    return int(np.argmax(between))
+
+
+def tissue_mask(thumb: np.ndarray, min_saturation: int = 12) -> np.ndarray:
+    """Stained tissue on a low-resolution RGB image: colour saturation (max - min channel) above Otsu's
+    threshold, which separates eosin/haematoxylin from grey or white glass, black borders and fiducials
+    whatever the scanner's white balance."""
+    w = thumb.astype(np.int16)
+    sat = np.clip(w.max(axis=-1) - w.min(axis=-1), 0, 255).astype(np.uint8)
+    mask = (sat > max(_otsu(sat), min_saturation)) & (w.max(axis=-1) > 35)
+    from scipy import ndimage
+
+    return ndimage.binary_opening(mask, iterations=1)
+
+
+@dataclass
+class Placement:
+    """How well spot centres sit on the tissue of a thumbnail."""
+
+    on_tissue: float  # fraction of spot centres on (dilated) tissue
+    coverage: float  # fraction of tissue pixels within one spot pitch of a spot centre
+    tissue_area: float  # fraction of the thumbnail that is tissue
+    alternative: tuple[str, float] | None = None  # a transform of the spots that fits much better, and its score
+
+
+def _on_tissue(mask: np.ndarray, xy_thumb: np.ndarray) -> float:
+    xt = np.round(xy_thumb).astype(int)
+    h, w = mask.shape
+    ok = (xt[:, 0] >= 0) & (xt[:, 1] >= 0) & (xt[:, 0] < w) & (xt[:, 1] < h)
+    hit = np.zeros(len(xt), bool)
+    hit[ok] = mask[xt[ok, 1], xt[ok, 0]]
+    return float(hit.mean()) if len(xt) else 0.0
+
+
+def spot_placement(mask: np.ndarray, scale: float, xy: np.ndarray, spot_radius_px: float, pitch_px: float,
+                   image_size: tuple[int, int]) -> Placement:
+    """Score spot centres ``xy`` (level-0 px) against the tissue ``mask`` of a thumbnail at ``scale``.
+
+    A centre counts as on tissue within one spot radius of it. When few are, the spots' likely mistakes are
+    tried (pixel_x/pixel_y swapped, mirrored axes, pixel_scale off by a factor of 2 or 4) and the one that
+    fits best is reported.
+    """
+    from scipy import ndimage
+
+    r = max(1, int(round(spot_radius_px * scale)))
+    grown = ndimage.binary_dilation(mask, iterations=r)
+    on = _on_tissue(grown, xy * scale)
+    near = np.zeros(mask.shape, bool)
+    xt = np.round(xy * scale).astype(int)
+    ok = (xt[:, 0] >= 0) & (xt[:, 1] >= 0) & (xt[:, 0] < mask.shape[1]) & (xt[:, 1] < mask.shape[0])
+    near[xt[ok, 1], xt[ok, 0]] = True
+    dist = ndimage.distance_transform_edt(~near)
+    tissue = mask.sum()
+    coverage = float((mask & (dist <= max(1.0, pitch_px * scale))).sum() / tissue) if tissue else 0.0
+    w, h = image_size
+    candidates = {
+        "pixel_x and pixel_y swapped": xy[:, ::-1],
+        "x mirrored (image flipped left-right)": np.column_stack([w - xy[:, 0], xy[:, 1]]),
+        "y mirrored (image flipped top-bottom)": np.column_stack([xy[:, 0], h - xy[:, 1]]),
+        **{f"pixel_scale {f:g} times larger": xy * f for f in (2.0, 4.0)},
+        **{f"pixel_scale {f:g} times smaller": xy / f for f in (2.0, 4.0)},
+    }
+    best = max(((name, _on_tissue(grown, c * scale)) for name, c in candidates.items()), key=lambda t: t[1])
+    alternative = best if best[1] >= max(0.9, on + 0.15) else None
+    return Placement(on, coverage, float(mask.mean()), alternative)

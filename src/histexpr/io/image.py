@@ -17,8 +17,10 @@ from PIL import Image
 
 from ..errors import InputError
 
-# Histology images are large by nature; these files are the user's own.
+# Histology images are large by nature; these files are the user's own. Pillow's own bomb check is off, and
+# Slide.check_size applies ours: a plain (non-pyramidal) image is decoded whole, so its size is capped.
 Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_MEGAPIXELS = 1000.0
 
 
 @dataclass
@@ -75,6 +77,28 @@ class Slide:
         alpha = rgba[..., 3:4].astype(np.float32) / 255.0
         rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
         return rgb.round().astype(np.uint8)
+
+    @property
+    def pyramidal(self) -> bool:
+        """Read region by region (OpenSlide formats); plain JPEG/PNG files are decoded whole."""
+        import openslide
+
+        return not isinstance(self._slide, openslide.ImageSlide)
+
+    def check_size(self, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+        """A plain image must be decoded whole: refuse one whose header declares more than ``max_megapixels``."""
+        mpx = self.width * self.height / 1e6
+        if not self.pyramidal and mpx > max_megapixels:
+            raise InputError(self.path, f"the header declares {self.width}x{self.height} px ({mpx:.0f} Mpx, "
+                                        f"~{mpx * 4 / 1000:.1f} GB decoded); a plain image is decoded whole and "
+                                        f"this exceeds tiling.max_image_megapixels = {max_megapixels:g}. Convert it "
+                                        f"to a tiled pyramidal TIFF (e.g. vips tiffsave in.png out.tif --tile "
+                                        f"--pyramid) or raise the limit")
+
+    def is_blank(self) -> bool:
+        """Every pixel (nearly) the same colour: a placeholder, not a tissue image."""
+        thumb, _ = self.thumbnail(256)
+        return float(thumb.reshape(-1, 3).astype(np.float32).std(axis=0).max()) < 1.0
 
     def thumbnail(self, max_px: int) -> tuple[np.ndarray, float]:
         """A downscaled RGB copy whose longer side is at most ``max_px``.

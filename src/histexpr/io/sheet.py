@@ -20,8 +20,8 @@ import pandas as pd
 from ..config import validate_records
 from ..errors import InputError
 from .image import open_image
-from .st import read_st_sample
-from .visium import read_visium_sample, visium_paths
+from .st import read_count_header, read_st_sample
+from .visium import read_feature_matrix, read_visium_sample, visium_image
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,19 @@ def _resolve(base: str, p) -> str | None:
         return None
     p = os.path.expanduser(str(p))
     return os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+
+
+def _number(path: str, i: int, sample, col: str, value: str) -> float | None:
+    """A sheet cell that must be a number: empty is None, anything unparsable is an error (never a default)."""
+    value = value.strip()
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        hint = " (a decimal comma? write it with a point, e.g. 2.96)" if value.replace(",", "", 1).isdigit() else ""
+        raise InputError(path, f"row {i + 1} (sample {sample!r}): column {col!r} must be a number, "
+                               f"got {value!r}{hint}") from None
 
 
 def load_sample_sheet(path: str | os.PathLike, schema=None, check_files: bool = True) -> pd.DataFrame:
@@ -60,8 +73,7 @@ def load_sample_sheet(path: str | os.PathLike, schema=None, check_files: bool = 
         raise InputError(path, "sample sheet has no rows")
     for col in ("um_per_px", "pixel_scale"):
         if col in df.columns:
-            df[col] = pd.to_numeric(df[col].replace("", None), errors="coerce").astype(object)
-            df.loc[df[col].isna(), col] = None
+            df[col] = [_number(path, i, r, col, v) for i, (r, v) in enumerate(zip(df.get("sample", df.index), df[col]))]
     records = df.to_dict("records")
     if schema is not None:
         records = validate_records(records, schema, path)
@@ -119,22 +131,39 @@ def build_her2st_sheet(root: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
+def sample_image(row) -> tuple[str, float, str]:
+    """The image a sheet row is tiled from: ``(path, scale, source)``; ``scale`` maps the counts' native
+    pixel coordinates (Visium: full resolution) onto it before ``pixel_scale``."""
+    if row["image"]:
+        return row["image"], 1.0, "sample sheet"
+    if row["format"] != "visium":
+        raise InputError(None, f"sample {row['sample']!r}: no image")
+    path, name, scale = visium_image(row["spots"])
+    return path, scale, f"Space Ranger {name} image"
+
+
+def sample_genes(row) -> list[str]:
+    """A sheet row's gene names, read cheaply (the count table's header; the 10x matrix's features)."""
+    if row["format"] == "visium":
+        return read_feature_matrix(row["counts"]).var_names.tolist()
+    return read_count_header(row["counts"])
+
+
 def read_sample(row) -> tuple[ad.AnnData, str]:
     """Read one sheet row's expression and spot positions; return (AnnData, image path).
 
-    ``obsm["spatial"]`` is in the returned image's level-0 pixels.
+    ``obsm["spatial"]`` is in the returned image's level-0 pixels; ``uns["image_source"]`` says where the
+    image came from (the sheet, or the Space Ranger hires/lowres fallback).
     """
     fmt = row["format"]
+    pixel_scale = float(row["pixel_scale"] or 1.0)
     if fmt == "st":
-        adata = read_st_sample(row["counts"], row["spots"], float(row["pixel_scale"] or 1.0))
-        image = row["image"]
+        adata = read_st_sample(row["counts"], row["spots"], pixel_scale)
+        image, source = row["image"], "sample sheet"
     elif fmt == "visium":
-        full = row["image"] is not None
-        adata = read_visium_sample(row["counts"], row["spots"], full_resolution_image=full)
-        image = row["image"] if full else visium_paths(row["spots"])["hires_image"]
-        if float(row["pixel_scale"] or 1.0) != 1.0:
-            adata.obsm["spatial"] = adata.obsm["spatial"] * float(row["pixel_scale"])
-            adata.uns["um_per_px"] /= float(row["pixel_scale"])
+        image, scale, source = sample_image(row)
+        adata = read_visium_sample(row["counts"], row["spots"], image_scale=scale * pixel_scale)
     else:
         raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st or visium)")
+    adata.uns["image_source"] = source
     return adata, image

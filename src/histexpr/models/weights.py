@@ -54,3 +54,52 @@ def init_weights(m: nn.Module) -> None:
         nn.init.kaiming_normal_(m.weight, mode="fan_out")
     if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
         nn.init.zeros_(m.bias)
+
+
+# --- run outputs: saved and loaded without unpickling code -------------------------------------------------------
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A histexpr checkpoint (trained model, extractor, fitted model), loaded with ``weights_only=True``.
+
+    Only tensors and plain values (dicts, lists, strings, numbers) are accepted, so a crafted file cannot
+    run code; anything else is one :class:`~histexpr.errors.InputError` naming the file.
+    """
+    from ..errors import InputError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(path, "checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError for a non-torch file
+        raise InputError(path, f"not a loadable histexpr checkpoint: it is not a torch file, or it holds objects "
+                               f"other than tensors and plain values and is refused unread, since unpickling "
+                               f"them could run code ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise InputError(path, f"not a histexpr checkpoint (a {type(ckpt).__name__}, expected a mapping)")
+    return ckpt
+
+
+def fitted_state(model) -> dict:
+    """A fitted (non-gradient) model's attributes as tensors and plain values, for ``torch.save``;
+    :func:`restore_fitted` reverses it. NumPy arrays become tensors, NumPy scalars Python numbers."""
+    import numpy as np
+
+    arrays, values = {}, {}
+    for k, v in vars(model).items():
+        if k == "targets":  # knn's exemplar targets come from the fold at prediction time
+            continue
+        if isinstance(v, np.ndarray):
+            arrays[k] = torch.from_numpy(np.ascontiguousarray(v))
+        elif isinstance(v, np.generic):
+            values[k] = v.item()
+        else:
+            values[k] = v
+    return {"arrays": arrays, "values": values}
+
+
+def restore_fitted(model, state: dict):
+    """Set the attributes saved by :func:`fitted_state` on a freshly built fitted model."""
+    model.__dict__.update(state["values"])
+    model.__dict__.update({k: v.numpy() for k, v in state["arrays"].items()})
+    return model

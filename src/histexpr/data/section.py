@@ -1,0 +1,164 @@
+"""One section, from the user's files to tiled windows: every check of the tile rule, in order.
+
+1. counts, spots and their join (:func:`histexpr.io.sheet.read_sample`), spot QC by total count;
+2. the image: readable, not a placeholder, small enough to decode if it is not a pyramid;
+3. spots on the image, the pixel size (sheet, Visium scale factors, image metadata, else the array grid) and
+   its cross-check against the array grid;
+4. spots on the tissue (:func:`histexpr.data.tiling.spot_placement`), with the likely mistake named;
+5. a window per spot; edge and background windows dropped and counted.
+
+Every failure is one :class:`~histexpr.errors.InputError` naming the user's file, raised before any window is
+cut; what was dropped is counted in ``uns["tiling"]`` and drawn in the spot-QC figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..io.image import DEFAULT_MAX_MEGAPIXELS, open_image
+from ..io.sheet import read_sample
+from .expression import low_count_spots
+from .tiling import (check_spots_on_image, estimate_um_per_px, estimate_um_per_px_from_array,
+                     spot_placement, tile_spots, tissue_mask)
+
+log = logging.getLogger(__name__)
+
+SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}
+DROP_REASONS = ("unselected", "outside_tissue", "no_counts", "no_position", "low_counts", "edge", "background")
+
+
+@dataclass
+class TiledSection:
+    adata: ad.AnnData  # kept spots: raw counts, obsm["spatial"], uns["spatial"] (thumbnail), uns["tiling"]
+    windows: np.ndarray  # (n_kept, S, S, 3) uint8
+    spots: pd.DataFrame  # every spot drawn in the QC figure: spot, x, y, status (kept or a drop reason)
+    thumbnail: np.ndarray
+    thumb_scale: float
+
+
+def pixel_size(row: dict, adata: ad.AnnData, slide, pitch_um: float) -> tuple[float, str, float | None]:
+    """``(um_per_px, source, grid estimate)``: the sheet, the Visium scale factors, the image's metadata, else
+    the array grid (an affine fit, right for sparse subsets of the array too)."""
+    xy = np.asarray(adata.obsm["spatial"])
+    grid = estimate_um_per_px_from_array(adata.obs["array_x"], adata.obs["array_y"], xy, row["format"], pitch_um)
+    if grid is None and len(xy) > 1:
+        grid = estimate_um_per_px(xy, pitch_um)
+    if row.get("um_per_px"):
+        return float(row["um_per_px"]), "sample sheet", grid
+    if "um_per_px" in adata.uns:
+        return float(adata.uns["um_per_px"]), "Visium scale factors", grid
+    if slide.mpp:
+        return slide.mpp, "image metadata", grid
+    if grid:
+        return grid, f"array grid ({pitch_um:g} um pitch)", grid
+    raise InputError(row["spots"], "a single spot and no pixel size; set um_per_px in the sample sheet")
+
+
+def tile_section(row: dict, tiling: dict, min_counts: float = 0.0) -> TiledSection:
+    """Read, check and tile one sample-sheet row (see the module docstring).
+
+    Args:
+        row: a validated sheet row (``sample``, ``patient``, ``image``, ``counts``, ``spots``, ``format``,
+            ``um_per_px``, ``pixel_scale``).
+        tiling: the config's ``tiling`` block.
+        min_counts: spot QC (``expression.min_counts``).
+    """
+    sample = row["sample"]
+    adata, image = read_sample(row)  # validates counts, spots and their join before any pixel is decoded
+    drawn = [adata.uns.pop("dropped_spots")]
+    n_spots = adata.n_obs
+    low = low_count_spots(adata, min_counts)
+    if low.all():
+        raise InputError(row["counts"], f"every spot has fewer than {min_counts:g} counts; lower "
+                                        f"expression.min_counts")
+    if low.any():
+        log.info("%s: %d spot(s) dropped (fewer than %g counts): %s", sample, int(low.sum()), min_counts,
+                 ", ".join(adata.obs_names[low]))
+        xy_low = np.asarray(adata.obsm["spatial"])[low]
+        drawn.append(pd.DataFrame({"spot": adata.obs_names[low], "reason": "low_counts",
+                                   "x": xy_low[:, 0], "y": xy_low[:, 1]}))
+        adata = adata[~low].copy()
+    xy = np.asarray(adata.obsm["spatial"])
+    pitch = tiling["spot_pitch_um"][row["format"]]
+    with open_image(image) as slide:
+        slide.check_size(tiling.get("max_image_megapixels", DEFAULT_MAX_MEGAPIXELS))
+        check_spots_on_image(xy, slide.width, slide.height, row["spots"], image)
+        um_per_px, source, grid = pixel_size(row, adata, slide, pitch)
+        log.info("%s: %.4f um/px from %s (array grid suggests %s); image %s (%s)", sample, um_per_px, source,
+                 f"{grid:.4f}" if grid else "n/a", image, adata.uns.get("image_source", "sample sheet"))
+        if grid and abs(grid / um_per_px - 1) > 0.2:
+            log.warning("%s: pixel size from %s (%.4f um/px) differs from the array grid's (%.4f) by %.0f%%; "
+                        "check um_per_px and pixel_scale", sample, source, um_per_px, grid,
+                        100 * abs(grid / um_per_px - 1))
+        side = tiling["window_um"] / um_per_px
+        if side < tiling["window_px"] / 4:
+            log.warning("%s: a %.0f um window is %.1f px of %s; windows are upsampled %.0fx to %d px", sample,
+                        tiling["window_um"], side, image, tiling["window_px"] / side, tiling["window_px"])
+    with open_image(image, check_decode=True) as slide:
+        thumb, thumb_scale = slide.thumbnail(tiling["thumbnail_px"])
+        if float(thumb.reshape(-1, 3).astype(np.float32).std(axis=0).max()) < 1.0:
+            raise InputError(image, "the image is blank (every pixel the same colour): a placeholder, not an "
+                                    "H&E scan")
+        mask = tissue_mask(thumb)
+        placement = spot_placement(mask, thumb_scale, xy, SPOT_DIAMETER_UM[row["format"]] / 2 / um_per_px,
+                                   pitch / um_per_px, (slide.width, slide.height))
+        log.info("%s: %.0f%% of spot centres on tissue; the spots cover %.0f%% of the tissue (%.0f%% of the "
+                 "image is tissue)", sample, 100 * placement.on_tissue, 100 * placement.coverage,
+                 100 * placement.tissue_area)
+        limit = float(tiling.get("min_spots_on_tissue", 0.75))
+        if placement.tissue_area < 0.002:
+            log.warning("%s: no stained tissue found on %s's thumbnail; spot placement not checked", sample, image)
+        elif placement.on_tissue < limit or (placement.alternative and placement.on_tissue < 0.95 and limit > 0):
+            alt = (f"; the spots fit with {placement.alternative[0]} ({100 * placement.alternative[1]:.0f}% on "
+                   f"tissue)" if placement.alternative else "")
+            raise InputError(row["spots"], f"only {100 * placement.on_tissue:.0f}% of the {len(xy)} spot centres "
+                                           f"lie on tissue in {image} (tiling.min_spots_on_tissue = {limit:g}){alt}. "
+                                           f"Likely causes: pixel_x/pixel_y swapped, a wrong pixel_scale, or the "
+                                           f"wrong image for these spots")
+        res = tile_spots(slide, xy, um_per_px, tiling["window_um"], tiling["window_px"], tiling["min_tissue"],
+                         desc=f"tiling {sample}")
+    c = {**res.counts, "input": n_spots, "low_counts": int(low.sum())}
+    for reason in DROP_REASONS[:4]:
+        c[reason] = int((drawn[0]["reason"] == reason).sum())
+    log.info("%s: %d spots, %d kept, %d dropped (%d below %g counts, %d window off the image edge, %d background "
+             "below %.0f%% tissue); %d unselected/outside-tissue, %d no counts, %d no position; window %.1f px at "
+             "level 0 -> %d px", sample, c["input"], c["kept"], c["input"] - c["kept"], c["low_counts"], min_counts,
+             c["edge"], c["background"], 100 * tiling["min_tissue"], c["unselected"] + c["outside_tissue"],
+             c["no_counts"], c["no_position"], res.window_size_px, tiling["window_px"])
+    if c["kept"] == 0:
+        raise InputError(image, "no spot window kept (all off the image or on background); check the image and "
+                                "pixel size, or lower tiling.min_tissue")
+    for status in ("edge", "background"):
+        dropped = adata.obs_names[res.status == status]
+        if len(dropped):
+            log.info("%s spots dropped (%s): %s", sample, status, ", ".join(dropped))
+    spots = pd.concat([pd.DataFrame({"spot": adata.obs_names, "x": xy[:, 0], "y": xy[:, 1],
+                                     "reason": res.status})] + drawn, ignore_index=True)
+
+    out = adata[res.kept].copy()
+    out.obs["tissue_fraction"] = res.tissue[res.kept]
+    out.obs["sample"] = sample
+    out.obs["patient"] = row["patient"]
+    out.obs_names = [f"{sample}_{s}" for s in out.obs["spot"]]
+    out.uns["spatial"] = {sample: {
+        "images": {"hires": thumb},
+        "scalefactors": {"tissue_hires_scalef": thumb_scale,
+                         "spot_diameter_fullres": SPOT_DIAMETER_UM[row["format"]] / um_per_px},
+        "metadata": {"source_image_path": image},
+    }}
+    out.uns["source"] = {"counts": row["counts"], "spots": row["spots"], "image": image}
+    out.uns["tiling"] = {**{k: int(v) for k, v in c.items()}, "um_per_px": um_per_px, "um_per_px_source": source,
+                         "image_source": adata.uns.get("image_source", "sample sheet"),
+                         "spots_on_tissue": placement.on_tissue, "tissue_covered": placement.coverage,
+                         "window_um": float(tiling["window_um"]), "window_px": int(tiling["window_px"]),
+                         "window_size_level0_px": float(res.window_size_px), "min_tissue": float(tiling["min_tissue"]),
+                         "min_counts": float(min_counts)}
+    out.uns.pop("dropped_spots", None)
+    out.uns.pop("image_source", None)
+    return TiledSection(out, res.windows, spots.rename(columns={"reason": "status"}), thumb, thumb_scale)
