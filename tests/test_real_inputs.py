@@ -171,10 +171,12 @@ def test_7_misplaced_spots_are_caught_with_the_likely_cause(her2st_root, tmp_pat
         row = st_row(her2st_root, tmp_path, spots=spots)
     else:
         row = st_row(her2st_root, tmp_path, pixel_scale=0.5)
+    figure = tmp_path / "C2.misplaced.png"
     with pytest.raises(InputError, match=rf"of the 187 spot centres lie on tissue in .*; the spots fit with {expect}"
-                                         rf".*Likely causes: pixel_x/pixel_y swapped, a wrong pixel_scale") as err:
-        tile_section(row, TILING)
-    assert err.value.path == row["spots"]  # (the real placement passes: test_workflow's HER2ST tiling)
+                                         rf".*Likely causes: pixel_x/pixel_y swapped, a wrong pixel_scale.*"
+                                         rf"the spots on the slide: {figure}") as err:
+        tile_section(row, TILING, qc_on_failure=str(figure))
+    assert err.value.path == row["spots"] and figure.stat().st_size > 10_000  # (the real placement passes: test_workflow's HER2ST tiling)
 
 
 @pytest.mark.parametrize("study", [".", ".."])
@@ -389,6 +391,7 @@ def test_16_workflow_prints_the_reason_and_tiles_the_visium_fixture_from_the_def
     assert f"histexpr error: {bad['spots']}: only " in out and "pixel_x and pixel_y swapped" in out
     assert "(traceback in results/st/logs/tile/C2.log)" in out
     assert "Traceback" in (tmp_path / "results/st/logs/tile/C2.log").read_text()
+    assert (tmp_path / "results/st/logs/tile/C2.misplaced.png").exists()  # the spots drawn, beside the log
     r = tmp_path / "results" / "st"
     assert not any((r / p).exists() for p in ("samples/C2.h5ad", "tiles/C2.npy", "qc/C2.png"))
     assert ad.read_h5ad(r / "samples" / "C3.h5ad").n_obs >= 0.95 * HER2ST_SPOTS["C3"] and (r / "qc/C3.png").exists()

@@ -331,7 +331,8 @@ def heatmap_figure(thumbnail: np.ndarray, scale: float, xy: np.ndarray, values: 
 
 
 QC_COLOURS = {"kept": "#1a9641", "background": "#d7191c", "edge": "#2c7bb6", "low_counts": "#fdae61",
-              "unselected": "#9e9e9e", "outside_tissue": "#9e9e9e", "no_counts": "#7b3294", "no_position": "#000000"}
+              "unselected": "#9e9e9e", "outside_tissue": "#9e9e9e", "no_counts": "#7b3294", "no_position": "#000000",
+              "on_tissue": "#1a9641", "off_tissue": "#d7191c"}  # the last two: a section that failed placement
 
 
 def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spot_diameter_px: float,
@@ -361,7 +362,7 @@ def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spo
                        linewidths=1.0, label=f"{status.replace('_', ' ')} ({n}"
                                              + (f", {n - len(part)} without position" if n > len(part) else "") + ")")
     kept = placed[placed["status"] == "kept"]
-    if len(kept):
+    if len(kept) and window_px > 0:
         x, y = kept.iloc[0][["x", "y"]]
         side = window_px * scale
         ax.add_patch(Rectangle((x * scale - side / 2, y * scale - side / 2), side, side, fill=False,

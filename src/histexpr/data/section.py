@@ -60,7 +60,24 @@ def pixel_size(row: dict, adata: ad.AnnData, slide, pitch_um: float) -> tuple[fl
     raise InputError(row["spots"], "a single spot and no pixel size; set um_per_px in the sample sheet")
 
 
-def tile_section(row: dict, tiling: dict, min_counts: float = 0.0) -> TiledSection:
+def _misplaced_figure(thumb, scale, mask, xy, row, um_per_px, path) -> None:
+    """The QC figure of a section that failed the placement check: each spot on or off the tissue."""
+    from scipy import ndimage
+
+    from ..plots import spot_qc_figure
+
+    r = max(1, int(round(SPOT_DIAMETER_UM[row["format"]] / 2 / um_per_px * scale)))
+    grown = ndimage.binary_dilation(mask, iterations=r)
+    xt = np.round(xy * scale).astype(int)
+    inside = (xt[:, 0] >= 0) & (xt[:, 1] >= 0) & (xt[:, 0] < mask.shape[1]) & (xt[:, 1] < mask.shape[0])
+    on = np.zeros(len(xy), bool)
+    on[inside] = grown[xt[inside, 1], xt[inside, 0]]
+    spots = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "status": np.where(on, "on_tissue", "off_tissue")})
+    spot_qc_figure(thumb, scale, spots, SPOT_DIAMETER_UM[row["format"]] / um_per_px, 0.0,
+                   f"{row['sample']}: FAILED the placement check, {100 * on.mean():.0f}% of spots on tissue", path)
+
+
+def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure: str | None = None) -> TiledSection:
     """Read, check and tile one sample-sheet row (see the module docstring).
 
     Args:
@@ -68,6 +85,7 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0) -> TiledSecti
             ``um_per_px``, ``pixel_scale``).
         tiling: the config's ``tiling`` block.
         min_counts: spot QC (``expression.min_counts``).
+        qc_on_failure: where to draw the spots (on or off the tissue) when the placement check fails.
     """
     sample = row["sample"]
     adata, image = read_sample(row)  # validates counts, spots and their join before any pixel is decoded
@@ -117,10 +135,14 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0) -> TiledSecti
         elif placement.on_tissue < limit or (placement.alternative and placement.on_tissue < 0.95 and limit > 0):
             alt = (f"; the spots fit with {placement.alternative[0]} ({100 * placement.alternative[1]:.0f}% on "
                    f"tissue)" if placement.alternative else "")
+            figure = ""
+            if qc_on_failure:
+                _misplaced_figure(thumb, thumb_scale, mask, xy, row, um_per_px, qc_on_failure)
+                figure = f"; the spots on the slide: {qc_on_failure}"
             raise InputError(row["spots"], f"only {100 * placement.on_tissue:.0f}% of the {len(xy)} spot centres "
                                            f"lie on tissue in {image} (tiling.min_spots_on_tissue = {limit:g}){alt}. "
                                            f"Likely causes: pixel_x/pixel_y swapped, a wrong pixel_scale, or the "
-                                           f"wrong image for these spots")
+                                           f"wrong image for these spots{figure}")
         res = tile_spots(slide, xy, um_per_px, tiling["window_um"], tiling["window_px"], tiling["min_tissue"],
                          desc=f"tiling {sample}")
     c = {**res.counts, "input": n_spots, "low_counts": int(low.sum())}

@@ -58,12 +58,16 @@ def tissue_fraction(window: np.ndarray) -> float:
 
 def check_spots_on_image(xy: np.ndarray, width: int, height: int, spots_path: str, image_path: str) -> None:
     """Every spot centre must lie on the image; otherwise coordinates or scale are wrong."""
-    off = (xy[:, 0] < 0) | (xy[:, 0] >= width) | (xy[:, 1] < 0) | (xy[:, 1] >= height)
+    def outside(p):
+        return (p[:, 0] < 0) | (p[:, 0] >= width) | (p[:, 1] < 0) | (p[:, 1] >= height)
+
+    off = outside(xy)
     if off.any():
         i = int(np.flatnonzero(off)[0])
+        swapped = " (with pixel_x and pixel_y swapped every spot would lie on it)" if not outside(xy[:, ::-1]).any() else ""
         raise InputError(spots_path, f"{int(off.sum())} of {len(xy)} spot centre(s) lie outside the "
                                      f"{width}x{height} image {image_path} (first at x={xy[i, 0]:.0f}, "
-                                     f"y={xy[i, 1]:.0f}); wrong image or wrong pixel_scale?")
+                                     f"y={xy[i, 1]:.0f}){swapped}; wrong image, wrong pixel_scale or swapped axes?")
 
 
 @dataclass
