@@ -57,7 +57,10 @@ log.info("%s: %d windows x %d genes -> %s", slide_name, *adata.shape, out.h5ad)
 genes = cfg["genes"]
 if not genes:
     scores = pd.concat([pd.read_csv(p, sep="\t") for p in inp.genes], ignore_index=True)
-    scores = scores[scores["scope"] == "pooled"].groupby("gene", sort=False)["pcc"].mean()
+    pooled = scores[scores["scope"] == "pooled"].groupby("gene", sort=False)["pcc"]
+    # the genes this run predicts that every CV fold scored (folds choose their top-N genes apart from fold 0)
+    scored = pooled.count() == len(inp.genes)
+    scores = pooled.mean()[scored & pooled.mean().index.isin(adata.var_names)]
     genes = scores.sort_values(ascending=False, kind="stable").index[:cfg["n_genes"]].tolist()
     log.info("heat maps for the %d genes %s predicts best on held-out slides (%d fold(s)): %s", len(genes),
              run["model"], len(inp.genes), genes)
