@@ -371,5 +371,6 @@ def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spo
     ax.set_ylim(h, 0)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7, frameon=False,
+              markerscale=min(1.0, float(np.sqrt(60.0 / s))))  # legend circles at a readable size
     _save(fig, path, dpi=110)
