@@ -5,6 +5,8 @@
 #   snakemake --cores N --configfile config/her2st.yaml results/her2st/vit/fold_1/metrics.tsv
 #   snakemake --cores N --configfile config/lymphoma.yaml  # attention sampling, lymphoma subtypes
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -17,7 +19,7 @@ report: "workflow/report/workflow.rst"
 # merging into it, so no demo setting leaks into another study.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 # A study is either spatial expression (the default) or megapixel image

@@ -152,3 +152,31 @@ def test_workflow_reports_bad_config_and_bad_spots(tmp_path):
     assert res.returncode != 0
     assert f"{samples[1]['spots']}: 16 of 16 spot centre(s) lie outside the" in out
     assert not (tmp_path / "results/bad/tiles/S1.npy").exists()
+
+
+def test_command_line_values_arrive_as_strings_and_are_typed_by_the_schema():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["train"]["epochs"], cfg["train"]["lr"], cfg["train"]["augment"] = "2", "0.01", "false"  # as --config passes them
+    out = validate(cfg, SCHEMA, "config/config.yaml", overrides={"train": {}})
+    assert (out["train"]["epochs"], out["train"]["lr"], out["train"]["augment"]) == (2, 0.01, False)
+    cfg["train"]["epochs"] = "two"
+    with pytest.raises(ConfigError, match=r"^--config train=...: train.epochs: 'two' is not of type 'integer'"):
+        validate(cfg, SCHEMA, "config/config.yaml", overrides={"train": {}})
+    with pytest.raises(ConfigError, match=r"^config/config.yaml: train.epochs"):  # from a file: the file is named
+        validate(cfg, SCHEMA, "config/config.yaml")
+
+
+@pytest.mark.workflow
+def test_config_overrides_and_a_partial_configfile_on_the_defaults(tmp_path):
+    res = run_snakemake(tmp_path, None, "-n", "--config", "train={epochs: 2}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "make_demo" in res.stdout  # the default (demo) config, found from another working directory
+    samples = [write_st_sample(tmp_path / f"s{i}", f"S{i}", seed=i) for i in range(2)]
+    sheet = tmp_path / "samples.tsv"
+    pd.DataFrame([{"sample": f"S{i}", "patient": f"P{i}", "image": str(s["image"]), "counts": str(s["counts"]),
+                   "spots": str(s["spots"])} for i, s in enumerate(samples)]).to_csv(sheet, sep="\t", index=False)
+    partial = tmp_path / "mine.yaml"
+    partial.write_text(yaml.safe_dump({"study": "mine", "samples": str(sheet), "models": ["knn"]}))
+    res = run_snakemake(tmp_path, partial, "-n")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "sample_sheet" in res.stdout and "make_demo" not in res.stdout

@@ -64,6 +64,33 @@ def _yaml_words(node: Any, schema: dict) -> Any:
     return node
 
 
+def _from_strings(node: Any, schema: dict) -> Any:
+    """Snakemake's ``--config key={a: 2}`` hands nested values over as strings; where the schema wants a
+    number or a boolean and the string is one, use the value (``"2"`` -> 2). Anything else is left for the
+    schema to report."""
+    if not isinstance(schema, dict):
+        return node
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else (types or [])
+    if isinstance(node, str) and "string" not in types:
+        if "integer" in types and node.strip().lstrip("+-").isdigit():
+            return int(node)
+        if "number" in types:
+            try:
+                return float(node)
+            except ValueError:
+                pass
+        if "boolean" in types and node.strip().lower() in ("true", "false"):
+            return node.strip().lower() == "true"
+    if isinstance(node, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in node:
+                node[key] = _from_strings(node[key], sub)
+    if isinstance(node, list) and isinstance(schema.get("items"), dict):
+        node = [_from_strings(v, schema["items"]) for v in node]
+    return node
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if "x-message" in error.schema and error.validator in ("pattern", "type"):
@@ -76,20 +103,24 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
-def validate(document: dict, schema: dict | str | Path, source: str) -> dict:
+def validate(document: dict, schema: dict | str | Path, source: str, overrides: dict | None = None) -> dict:
     """Fill defaults and validate ``document``; return the completed copy.
 
-    Raises :class:`ConfigError` naming ``source`` and the first problem found.
+    Raises :class:`ConfigError` naming ``source`` and the first problem found; ``overrides`` are the
+    top-level keys set on the command line (``--config``), named as the source of their own errors.
     """
     if not isinstance(schema, dict):
         schema = load_schema(schema)
     if not isinstance(document, dict):
         raise ConfigError(source, f"expected a mapping of settings, got {type(document).__name__}")
-    doc = _yaml_words(_fill_defaults(copy.deepcopy(document), schema), schema)
+    doc = _from_strings(_yaml_words(_fill_defaults(copy.deepcopy(document), schema), schema), schema)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
+        top = next(iter(best.absolute_path), None)
+        if overrides and top in overrides:
+            source = f"--config {top}=..."
         raise ConfigError(source, _describe(best))
     return doc
 

@@ -24,6 +24,7 @@ config.update(
         config,
         os.path.join(SCHEMAS, "config.schema.yaml"),
         ", ".join(map(str, workflow.configfiles)) or "config",
+        overrides=workflow.config_settings.config,
     )
 )
 

@@ -16,6 +16,7 @@ config.update(
         config,
         os.path.join(SCHEMAS, "classify.schema.yaml"),
         ", ".join(map(str, workflow.configfiles)) or "config",
+        overrides=workflow.config_settings.config,
     )
 )
 
