@@ -25,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/snakemake --cores $(CORES) --show-failed-logs
+	$(BIN)/snakemake --cores $(CORES) --show-failed-logs --quiet reason
 	@echo
 	$(BIN)/python -m histexpr.show results/demo
 
@@ -40,7 +40,9 @@ test-slurm: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not workflow" tests
 
+# ruff (configured in pyproject.toml) on the library, scripts, tests and benchmarks; Snakemake's own linter.
 lint: install
+	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint
 
 clean-results:

@@ -155,7 +155,9 @@ def main():
             rate, size = ats_rate(params, p, device, args.steps, speed)
             rows.append({"model": f"ats ({params}, {p['mega']} px)", "params_M": size, "step_img_s": rate})
             continue
-        make = lambda: get_model(name).factory(p["genes"], params, img_size=p["img"], d_code=p["d"])  # noqa: E731
+        def make(name=name, params=params):
+            return get_model(name).factory(p["genes"], params, img_size=p["img"], d_code=p["d"])
+
         model = make().to(device)
         if speed["channels_last"]:
             model.to(memory_format=torch.channels_last)

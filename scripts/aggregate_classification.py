@@ -1,16 +1,10 @@
 """Accuracy of every setting (mean ± sd over folds and seeds), per-fold accuracies and the confusion matrix."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+from histexpr.classification import accuracy_tables, format_accuracy, load_runs
+from histexpr.plots import confusion_figure
+from histexpr.utils import setup_logging, write_table
 
-from histexpr.utils import setup_logging  # noqa: E402
-
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-from histexpr.classification import accuracy_tables, format_accuracy, load_runs  # noqa: E402
-from histexpr.plots import confusion_figure  # noqa: E402
-from histexpr.utils import write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 runs = load_runs(snakemake.input.predictions, snakemake.input.histories)
 per_fold, table, confusion = accuracy_tables(runs)

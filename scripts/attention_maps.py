@@ -1,19 +1,15 @@
 """Draw a trained attention-sampling model's attention over a few test images per class."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import pandas as pd
+import torch
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.data.megapixel import ArrayImage
+from histexpr.plots import attention_figure
+from histexpr.train.classify import classify_image, load_classifier
+from histexpr.utils import setup_logging
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from histexpr.data.megapixel import ArrayImage  # noqa: E402
-from histexpr.train.classify import classify_image, load_classifier  # noqa: E402
-from histexpr.plots import attention_figure  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 model, classes, view_scale = load_classifier(snakemake.input.model)
 pred = pd.read_csv(snakemake.input.predictions, sep="\t", keep_default_na=False)

@@ -1,17 +1,11 @@
 """Stratified K folds of the images; each fold holds out part of its training images for model selection."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import pandas as pd
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.data.megapixel import stratified_folds
+from histexpr.utils import setup_logging, write_table
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import pandas as pd  # noqa: E402
-
-from histexpr.data.megapixel import stratified_folds  # noqa: E402
-from histexpr.utils import write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 sheet = pd.read_csv(snakemake.input[0], sep="\t", dtype=str, keep_default_na=False)
 p = snakemake.params.folds

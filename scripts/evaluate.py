@@ -1,20 +1,13 @@
 """Metrics of one model on one fold's test windows: pooled, per slide, per gene."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import anndata as ad
+import numpy as np
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.errors import InputError
+from histexpr.metrics import evaluate
+from histexpr.utils import setup_logging, write_table
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import anndata as ad  # noqa: E402
-import numpy as np  # noqa: E402
-
-from histexpr.metrics import evaluate  # noqa: E402
-from histexpr.utils import write_table  # noqa: E402
-
-from histexpr.errors import InputError  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 pred = ad.read_h5ad(snakemake.input[0])
 if "library_size" not in pred.obs:

@@ -1,19 +1,13 @@
 """Index the fold's training embeddings with FAISS and retrieve every window's exemplars."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import anndata as ad
+import faiss
+import numpy as np
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.retrieval import build_index, exemplar_table, search_exemplars
+from histexpr.utils import atomic_path, setup_logging, write_table
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import anndata as ad  # noqa: E402
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
-
-from histexpr.retrieval import build_index, exemplar_table, search_exemplars  # noqa: E402
-from histexpr.utils import atomic_path, write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 cfg = snakemake.params.exemplars
 obs = ad.read_h5ad(snakemake.input.expression, backed="r").obs

@@ -1,18 +1,13 @@
 """Clone the HER2ST repository (almaan/her2st) when no local copy is configured."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import os
+import shutil
+import subprocess
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.errors import InputError
+from histexpr.utils import setup_logging
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-
-from histexpr.errors import InputError  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 out = snakemake.output[0]
 tmp = out + ".partial"

@@ -1,18 +1,12 @@
 """EGN Fig. 6: t-SNE of the models' representations of one fold's test windows."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import anndata as ad
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.errors import InputError
+from histexpr.plots import latent_figure
+from histexpr.utils import setup_logging, write_table
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import anndata as ad  # noqa: E402
-
-from histexpr.errors import InputError  # noqa: E402
-from histexpr.plots import latent_figure  # noqa: E402
-from histexpr.utils import write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 latents = {}
 for model, path in zip(snakemake.params.models, snakemake.input):

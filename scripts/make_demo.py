@@ -1,16 +1,11 @@
 """Write the embedded SYNTHETIC demo study (images, spot files, counts, sample sheet)."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import os
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.data.demo import BANNER, generate_demo_study
+from histexpr.utils import setup_logging
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import os  # noqa: E402
-
-from histexpr.data.demo import BANNER, generate_demo_study  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 log.info(BANNER)
 sheet = generate_demo_study(os.path.dirname(snakemake.output.sheet), snakemake.params.demo)

@@ -1,28 +1,23 @@
 """Predict expression for every tissue window of a slide with no spatial data, with one trained run."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import anndata as ad
+import numpy as np
+import pandas as pd
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.data.fold import FoldData
+from histexpr.errors import ConfigError, InputError
+from histexpr.io.image import open_image
+from histexpr.plots import heatmap_figure
+from histexpr.predict import predict_windows, prediction_adata, tile_tissue
+from histexpr.utils import atomic_dir, resolve_device, set_threads, setup_logging, write_h5ad
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
+log = setup_logging(snakemake.log[0])
 
-import anndata as ad  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from histexpr.data.fold import FoldData  # noqa: E402
-from histexpr.io.image import open_image  # noqa: E402
-from histexpr.plots import heatmap_figure  # noqa: E402
-from histexpr.predict import prediction_adata, predict_windows, tile_tissue  # noqa: E402
-from histexpr.errors import ConfigError, InputError  # noqa: E402
-from histexpr.utils import atomic_dir, resolve_device, set_threads, write_h5ad  # noqa: E402
-
-inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-slide_name, slide, cfg, run = snakemake.wildcards.slide, params.slide, params.predict, params.run  # noqa: F821
+inp, out, params = snakemake.input, snakemake.output, snakemake.params
+slide_name, slide, cfg, run = snakemake.wildcards.slide, params.slide, params.predict, params.run
 tiling = params.tiling
-set_threads(snakemake.threads)  # noqa: F821
+set_threads(snakemake.threads)
 
 run_genes = ad.read_h5ad(inp.expression, backed="r").var_names
 missing = [g for g in cfg["genes"] or [] if g not in run_genes]

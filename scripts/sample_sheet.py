@@ -1,20 +1,14 @@
 """Validate the sample sheet (or build it from a known folder layout); check every image and the genes the
 samples share, before anything is tiled."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+from histexpr.config import validate_records
+from histexpr.data.expression import check_gene_overlap
+from histexpr.errors import InputError
+from histexpr.io.image import open_image
+from histexpr.io.sheet import build_her2st_sheet, load_sample_sheet, sample_genes, sample_image
+from histexpr.utils import setup_logging, write_table
 
-from histexpr.utils import setup_logging  # noqa: E402
-
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-from histexpr.config import validate_records  # noqa: E402
-from histexpr.data.expression import check_gene_overlap  # noqa: E402
-from histexpr.errors import InputError  # noqa: E402
-from histexpr.io.image import open_image  # noqa: E402
-from histexpr.io.sheet import build_her2st_sheet, load_sample_sheet, sample_genes, sample_image  # noqa: E402
-from histexpr.utils import write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 source, layout, schema = snakemake.input[0], snakemake.params.layout, snakemake.params.schema
 if layout == "sheet":

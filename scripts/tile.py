@@ -1,18 +1,13 @@
 """Read one section's counts and spots, check them against the image, cut a window around every spot."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import pandas as pd
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.data.section import SPOT_DIAMETER_UM, tile_section
+from histexpr.plots import spot_qc_figure
+from histexpr.utils import setup_logging, write_h5ad, write_npy
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import pandas as pd  # noqa: E402
-
-from histexpr.data.section import SPOT_DIAMETER_UM, tile_section  # noqa: E402
-from histexpr.plots import spot_qc_figure  # noqa: E402
-from histexpr.utils import write_h5ad, write_npy  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 sample = snakemake.wildcards.sample
 sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str, keep_default_na=False)

@@ -1,18 +1,12 @@
 """Train one setting (attention sampling, uniform sampling or the view CNN) on one fold and seed."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import pandas as pd
+import torch
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.train.classify import ClassifyConfig, run_fold
+from histexpr.utils import atomic_path, resolve_device, set_threads, setup_logging, write_table
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from histexpr.train.classify import ClassifyConfig, run_fold  # noqa: E402
-from histexpr.utils import atomic_path, resolve_device, set_threads, write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 w = snakemake.wildcards
 cfg = ClassifyConfig.from_dict({**snakemake.params.train, "view_scale": snakemake.params.view_scale, "seed": int(w.seed)})

@@ -1,20 +1,14 @@
 """Train the unsupervised extractor on the fold's training windows."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import anndata as ad
+import numpy as np
+import torch
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.data.windows import WindowStore
+from histexpr.train.extractor import DEFAULTS, FIXED_KINDS, train_extractor
+from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, setup_logging, write_table
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import anndata as ad  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from histexpr.data.windows import WindowStore  # noqa: E402
-from histexpr.train.extractor import DEFAULTS, FIXED_KINDS, train_extractor  # noqa: E402
-from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 set_threads(snakemake.threads)
 seed_everything(snakemake.params.seed)

@@ -7,12 +7,32 @@ import pytest
 import torch
 
 from histexpr.data.demo import write_pyramid_tiff
-from histexpr.data.megapixel import (ArrayImage, SlideImage, build_image_sheet, patch_corners, stratified_folds,
-                                     view_shape)
-from histexpr.models.ats import (AttentionSampling, build_classifier, expectation_weights, gumbel_topk,
-                                 log_prob_without_replacement, neg_entropy, parse_setting)
-from histexpr.train.classify import (ClassifyConfig, classify_image, forward, gather_patches, load_images, step_loss,
-                                     to_float)
+from histexpr.data.megapixel import (
+    ArrayImage,
+    SlideImage,
+    build_image_sheet,
+    patch_corners,
+    stratified_folds,
+    view_shape,
+)
+from histexpr.models.ats import (
+    AttentionSampling,
+    build_classifier,
+    expectation_weights,
+    gumbel_topk,
+    log_prob_without_replacement,
+    neg_entropy,
+    parse_setting,
+)
+from histexpr.train.classify import (
+    ClassifyConfig,
+    classify_image,
+    forward,
+    gather_patches,
+    load_images,
+    step_loss,
+    to_float,
+)
 
 P = torch.tensor([0.4, 0.25, 0.15, 0.12, 0.08], dtype=torch.float64)
 

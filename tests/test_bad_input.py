@@ -3,15 +3,14 @@
 import gzip
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, run_snakemake, write_st_sample
+
 from histexpr.config import validate
-from histexpr.data.expression import build_fold_expression, common_genes, read_gene_list, select_genes
+from histexpr.data.expression import common_genes, read_gene_list, select_genes
 from histexpr.data.tiling import check_spots_on_image
 from histexpr.errors import ConfigError, InputError
 from histexpr.io import load_sample_sheet, open_image, read_st_sample
@@ -147,7 +146,7 @@ def test_workflow_reports_bad_config_and_bad_spots(tmp_path):
                    "spots": str(s["spots"])} for i, s in enumerate(samples)]).to_csv(sheet, sep="\t", index=False)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"study": "bad", "samples": str(sheet), "tiling": {"window_px": 32}}))
-    res = run_snakemake(tmp_path, cfg, f"results/bad/tiles/S1.npy")
+    res = run_snakemake(tmp_path, cfg, "results/bad/tiles/S1.npy")
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert f"{samples[1]['spots']}: 16 of 16 spot centre(s) lie outside the" in out

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from histexpr.models import get_model
-from histexpr.models.egn import EBBlock, EGN, Projector, masked_mean
+from histexpr.models.egn import EGN, EBBlock, Projector, masked_mean
 from histexpr.train.losses import mse_pcc_loss
 
 SMALL = dict(patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0, drop_path=0.0, eb_heads=2,

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import he_like_image
 from PIL import Image
 
-from conftest import he_like_image
 from histexpr.io import open_image
 from histexpr.predict import tile_tissue, tissue_mask
 

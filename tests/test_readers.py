@@ -3,12 +3,19 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import HER2ST_SPOTS
 from PIL import Image
 
-from conftest import HER2ST_SPOTS
 from histexpr.data.demo import write_pyramid_tiff
 from histexpr.data.tiling import estimate_um_per_px
-from histexpr.io import build_her2st_sheet, load_sample_sheet, open_image, read_sample, read_st_sample, read_visium_sample
+from histexpr.io import (
+    build_her2st_sheet,
+    load_sample_sheet,
+    open_image,
+    read_sample,
+    read_st_sample,
+    read_visium_sample,
+)
 
 
 def test_her2st_sheet_from_folder_layout(her2st_root):

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import HER2ST_SPOTS, REPO, run_snakemake
+
 from histexpr.config import validate
 from histexpr.data.expression import check_gene_overlap
 from histexpr.data.section import tile_section
@@ -176,7 +176,8 @@ def test_7_misplaced_spots_are_caught_with_the_likely_cause(her2st_root, tmp_pat
                                          rf".*Likely causes: pixel_x/pixel_y swapped, a wrong pixel_scale.*"
                                          rf"the spots on the slide: {figure}") as err:
         tile_section(row, TILING, qc_on_failure=str(figure))
-    assert err.value.path == row["spots"] and figure.stat().st_size > 10_000  # (the real placement passes: test_workflow's HER2ST tiling)
+    # (the real placement passes: test_workflow's HER2ST tiling)
+    assert err.value.path == row["spots"] and figure.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("study", [".", ".."])

@@ -61,7 +61,6 @@ def test_spot_qc_drops_low_count_spots_before_tiling(tmp_path):
     import anndata as ad
     import pandas as pd
     import yaml
-
     from conftest import run_snakemake, write_st_sample
 
     samples = [write_st_sample(tmp_path / f"s{i}", f"S{i}", seed=i) for i in range(2)]

@@ -146,9 +146,8 @@ def predict_windows(run: str, fold: FoldData, windows: np.ndarray, window_px: in
     needs = MODEL_NEEDS[split_run(ckpt["model"])[0]]
     emb = ex = None
     if "embeddings" in needs or "exemplars" in needs:
-        from .train.extractor import embed, load_extractor
-
         from .models.weights import load_checkpoint
+        from .train.extractor import embed, load_extractor
 
         emb = embed(load_extractor(load_checkpoint(extractor)), windows, device)
     if "exemplars" in needs:

@@ -4,7 +4,7 @@ import sys
 
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from histexpr.config import validate as validate_config  # noqa: E402
+from histexpr.config import validate as validate_config
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 # Conda environments, one per family of rules, with the pins of requirements.txt; CPU rules need no PyTorch.

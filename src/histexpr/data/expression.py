@@ -154,7 +154,7 @@ def build_fold_expression(adatas: dict[str, ad.AnnData], folds: pd.DataFrame, cf
         raise ValueError(f"unknown target protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     genes = common_genes(adatas, sources)
     parts = []
-    for name, a in adatas.items():
+    for _name, a in adatas.items():
         sub = a[:, genes]
         X = sub.X.toarray() if sp.issparse(sub.X) else np.asarray(sub.X)
         lib = total_counts(a)

@@ -42,7 +42,7 @@ class FoldData:
 
     @classmethod
     def load(cls, expression, window_paths: dict | None = None, embeddings: str | os.PathLike | None = None,
-             exemplars: str | os.PathLike | None = None, windows_in_memory: bool = False) -> "FoldData":
+             exemplars: str | os.PathLike | None = None, windows_in_memory: bool = False) -> FoldData:
         """From the workflow's files: ``expression.h5ad`` (or AnnData), ``{sample: windows.npy}``,
         ``embeddings.npy`` and ``exemplars.npz``."""
         import anndata as ad

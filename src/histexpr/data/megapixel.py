@@ -106,7 +106,7 @@ class ArrayImage:
         self.pixels_read = 0
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "ArrayImage":
+    def open(cls, path: str | os.PathLike) -> ArrayImage:
         try:
             with Image.open(path) as im:
                 return cls(np.asarray(im.convert("RGB")))

@@ -24,8 +24,14 @@ from ..errors import InputError
 from ..io.image import DEFAULT_MAX_MEGAPIXELS, open_image
 from ..io.sheet import read_sample
 from .expression import low_count_spots
-from .tiling import (check_spots_on_image, estimate_um_per_px, estimate_um_per_px_from_array,
-                     spot_placement, tile_spots, tissue_mask)
+from .tiling import (
+    check_spots_on_image,
+    estimate_um_per_px,
+    estimate_um_per_px_from_array,
+    spot_placement,
+    tile_spots,
+    tissue_mask,
+)
 
 log = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ class Slide:
     def close(self) -> None:
         self._slide.close()
 
-    def __enter__(self) -> "Slide":
+    def __enter__(self) -> Slide:
         return self
 
     def __exit__(self, *exc) -> None:

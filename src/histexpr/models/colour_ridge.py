@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from . import register_model
 from .ridge import Ridge
 
+
 def colour_features(windows: np.ndarray, bins: int = 16, thumbnail_px: int = 16) -> np.ndarray:
     """φ(X) for a batch of windows.
 

@@ -21,7 +21,7 @@ class ExemplarMean:
     def __init__(self, params: dict | None = None):
         self.params = params or {}
 
-    def fit(self, data) -> "ExemplarMean":
+    def fit(self, data) -> ExemplarMean:
         self.targets = data.targets
         self.train_mean = data.targets[data.index("train")].mean(axis=0)
         return self
