@@ -1,24 +1,30 @@
 """Train one model on one fold, select it on validation, predict the test windows (fold 0 has none)."""
-import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: F821  (the library, also under --use-conda)
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
 
-from histexpr.utils import setup_logging  # noqa: E402
+from histexpr.data.fold import FoldData
+from histexpr.models import get_model
+from histexpr.models.catalog import split_run
+from histexpr.models.weights import fitted_state
+from histexpr.train.loop import TrainConfig, fit, latent, predict
+from histexpr.utils import (
+    atomic_path,
+    duration,
+    progress,
+    resolve_device,
+    seed_everything,
+    set_threads,
+    setup_logging,
+    write_h5ad,
+    write_table,
+)
 
-log = setup_logging(snakemake.log[0])  # noqa: F821
-
-import anndata as ad  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from histexpr.data.fold import FoldData  # noqa: E402
-from histexpr.models import get_model  # noqa: E402
-from histexpr.models.catalog import split_run  # noqa: E402
-from histexpr.models.weights import fitted_state  # noqa: E402
-from histexpr.train.loop import TrainConfig, fit, latent, predict  # noqa: E402
-from histexpr.utils import atomic_path, resolve_device, seed_everything, set_threads, write_h5ad, write_table  # noqa: E402
+log = setup_logging(snakemake.log[0])
 
 name, fold, protocol = snakemake.wildcards.model, int(snakemake.wildcards.fold), snakemake.wildcards.protocol
 spec = get_model(split_run(name)[0])
@@ -52,8 +58,11 @@ if spec.kind == "neural":
         torch.save({"model": name, "params": snakemake.params.model_params, "genes": list(data.genes),
                     "state_dict": model.state_dict()}, tmp)
 else:
+    started = time.time()
     model = spec.factory(snakemake.params.model_params).fit(data)
     pred = model.predict(data, test_rows)
+    progress.info("fitted on %d windows, %d test windows predicted (%s)", len(data.index("train")), len(test_rows),
+                  duration(time.time() - started))
     features = None
     history = pd.DataFrame([{"epoch": 0, "note": f"{name} is fitted without gradient training"}])
     with atomic_path(snakemake.output.model, suffix=".pt") as tmp:  # tensors and plain values: loads weights_only

@@ -8,8 +8,8 @@ import os
 import random
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -81,8 +81,46 @@ def write_h5ad(adata, path: str | os.PathLike) -> None:
         adata.write_h5ad(tmp)
 
 
-def setup_logging(log_file: str | os.PathLike | None = None, redirect_stderr: bool = True) -> logging.Logger:
-    """Send log records (and, for a rule, stderr with tqdm bars) to ``log_file``."""
+# Progress lines (a line per epoch, per stage) go to the terminal as well as the log; everything else to the log.
+PROGRESS = "histexpr.progress"
+progress = logging.getLogger(PROGRESS)
+# Loggers of other packages that say routine things at INFO (faiss: which CPU build it loaded).
+QUIET = ("faiss.loader",)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3m05s``, ``1h02m``."""
+    s = int(round(seconds))
+    return f"{s} s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def log_epoch(epoch: int, epochs: int, elapsed: float, metrics: str) -> None:
+    """The progress line of an epoch: ``epoch 3/15: <metrics>; 2.1 s/epoch, ETA 25 s`` (from the mean epoch so
+    far, at most: early stopping can end sooner)."""
+    per = elapsed / max(epoch, 1)
+    left = duration(per * (epochs - epoch))
+    progress.info("epoch %d/%d: %s; %.1f s/epoch, ETA %s", epoch, epochs, metrics, per, left)
+
+
+def _job_name(log_file) -> str:
+    """A rule's log path after its ``logs/`` folder, without ``.log``: ``train/vit/raw/fold_1``."""
+    parts = Path(log_file).with_suffix("").parts
+    return "/".join(parts[len(parts) - parts[::-1].index("logs"):] if "logs" in parts else parts[-1:])
+
+
+class _Only(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == self.prefix or record.name.startswith(self.prefix + ".")
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, redirect_stderr: bool = True,
+                  job: str | None = None) -> logging.Logger:
+    """Send log records (and, for a rule, stderr with tqdm bars) to ``log_file``; progress lines also to the
+    terminal, each prefixed ``[job]`` (default: the log path after ``logs/``)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -97,7 +135,15 @@ def setup_logging(log_file: str | os.PathLike | None = None, redirect_stderr: bo
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)
+    if log_file is not None and sys.__stderr__ is not None:
+        terminal = logging.StreamHandler(sys.__stderr__)
+        terminal.addFilter(_Only(PROGRESS))
+        label = (job or _job_name(log_file)).replace("%", "%%")
+        terminal.setFormatter(logging.Formatter(f"[{label}] %(message)s"))
+        root.addHandler(terminal)
     if log_file is not None:
         sys.excepthook = _report_to_terminal(str(log_file))
     return log

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..data.megapixel import patch_corners, view_shape
 from ..models.ats import AttentionSampling, log_prob_without_replacement, neg_entropy
-from ..utils import FromDict
+from ..utils import FromDict, duration, log_epoch, progress
 from .selection import BestEpoch
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
     model.to(device)
     opts = optimisers(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    history, best, baseline = [], BestEpoch(cfg.patience), None
+    history, best, baseline, started = [], BestEpoch(cfg.patience), None, time.perf_counter()
     y_all = torch.as_tensor(labels)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -191,12 +191,15 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
         history.append(row)
         log.info("epoch %d/%d: %s", epoch, cfg.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        log_epoch(epoch, cfg.epochs, time.perf_counter() - started,
+                  f"val accuracy {row['val_acc']:.3f} (best: epoch {best.epoch})" if len(val) else
+                  f"train CE {row['train_ce']:.4f}")
         if len(val) and best.stale:
-            log.info("early stopping: validation accuracy has not improved for %d epochs", cfg.patience)
+            progress.info("early stopping: validation accuracy has not improved for %d epochs", cfg.patience)
             break
     hist = pd.DataFrame(history)
     hist["selected"] = hist["epoch"] == best.restore(model)
-    log.info("selected epoch %d", best.epoch)
+    progress.info("kept epoch %d of %d (%s)", best.epoch, len(history), duration(time.perf_counter() - started))
     return model, hist
 
 

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from ..data.fold import FoldData
 from ..metrics import pearson_per_gene
+from ..utils import FromDict, duration, log_epoch, progress
 from .augment import colour_jitter, dihedral, normalise, to_float
-from ..utils import FromDict
-from .selection import BestEpoch
 from .losses import mse_pcc_loss
+from .selection import BestEpoch
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,8 @@ def latent(model: torch.nn.Module, data: FoldData, rows: np.ndarray, cfg: TrainC
     return np.concatenate(out) if out else None
 
 
-def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.device) -> tuple[torch.nn.Module, pd.DataFrame]:
+def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig,
+        device: torch.device) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train ``model`` on the ``train`` rows; select the epoch on the ``val`` rows.
 
     Returns the model holding the best weights and a per-epoch history.
@@ -189,7 +190,7 @@ def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total, cfg.min_lr_ratio))
     gen = torch.Generator().manual_seed(cfg.seed)
-    history, best = [], BestEpoch(cfg.patience)
+    history, best, started = [], BestEpoch(cfg.patience), time.time()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.time()
         model.train()
@@ -228,11 +229,14 @@ def fit(model: torch.nn.Module, data: FoldData, cfg: TrainConfig, device: torch.
         history.append(row)
         log.info("epoch %d/%d: %s", epoch, cfg.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        log_epoch(epoch, cfg.epochs, time.time() - started,
+                  f"val PCC@M {row['val_pcc_m']:.3f} (best: epoch {best.epoch})" if len(val_rows) else
+                  f"train loss {row['train_loss']:.4f}")
         if len(val_rows) and best.stale:
-            log.info("early stopping: validation PCC@M has not improved for %d epochs", cfg.patience)
+            progress.info("early stopping: validation PCC@M has not improved for %d epochs", cfg.patience)
             break
     best_epoch = best.restore(model)
     hist = pd.DataFrame(history)
     hist.loc[hist["epoch"] == best_epoch, "selected"] = True
-    log.info("selected epoch %d", best_epoch)
+    progress.info("kept epoch %d of %d (%s)", best_epoch, len(history), duration(time.time() - started))
     return model, hist
