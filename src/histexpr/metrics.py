@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .models.catalog import ORACLES
+
 SUMMARY_METRICS = ["MSE", "MAE", "PCC@F", "PCC@S", "PCC@M"]
 
 
@@ -229,7 +231,7 @@ def paired_bootstrap_delta(t: np.ndarray, p: np.ndarray, q: np.ndarray, n_boot: 
 
 
 def margins_over_reference(predictions: dict, reference: str, n_boot: int = 1000, seed: int = 0,
-                           level: float = 0.95) -> pd.DataFrame:
+                           level: float = 0.95, evaluations=("pooled", "per_slide")) -> pd.DataFrame:
     """Each model's ΔPCC@M over ``reference`` with a paired bootstrap interval over windows.
 
     Args:
@@ -253,7 +255,7 @@ def margins_over_reference(predictions: dict, reference: str, n_boot: int = 1000
             if not all((model, protocol, f) in predictions and (reference, protocol, f) in predictions
                        for f in folds):
                 continue
-            for evaluation in ("pooled", "per_slide"):
+            for evaluation in evaluations:
                 point, reps = [], []
                 for f in folds:
                     names, t, p, slides = predictions[(model, protocol, f)]
@@ -281,24 +283,105 @@ def margins_over_reference(predictions: dict, reference: str, n_boot: int = 1000
                                        "n_boot"])
 
 
-def format_table(agg: pd.DataFrame, digits: int = 3) -> str:
-    """Human-readable ``mean ± sd`` table of :func:`aggregate_folds`'s output (plus margins when present)."""
-    keys = [k for k in ("model", "protocol", "evaluation", "n_folds") if k in agg.columns]
-    out = agg[keys].copy()
-    for m in SUMMARY_METRICS + ["pPCC@M"]:
-        if m not in agg.columns:
+def _pm(mean: float, sd: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd == sd else f"{mean:.{digits}f}"
+
+
+def _margin(d: float, lo: float, hi: float, digits: int = 3) -> str:
+    return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if d == d else ""
+
+
+MARGIN = "ΔPCC@M [95% CI]"
+
+
+def display_blocks(agg: pd.DataFrame, digits: int = 3) -> list[tuple[str, str, pd.DataFrame]]:
+    """:func:`aggregate_folds`'s table (with margins) as ``(protocol, evaluation, block)`` blocks to read:
+    models by PCC@M, best first; the main numbers as ``mean ± sd``; the margin over the reference with its
+    interval. Narrow enough for a terminal (PCC@S/F, MSE and MAE as means; every sd is in metrics.tsv)."""
+    out = []
+    protocols = list(dict.fromkeys(agg["protocol"])) if "protocol" in agg else [None]
+    for protocol in protocols:
+        for evaluation in ("pooled", "per_slide"):
+            rows = agg[(agg["evaluation"] == evaluation) & ((agg["protocol"] == protocol) if protocol else True)]
+            if rows.empty:
+                continue
+            rows = rows.sort_values("PCC@M", ascending=False, kind="stable")
+            block = pd.DataFrame({"model": [f"{m} (oracle)" if m in ORACLES else m for m in rows["model"]]})
+            block["PCC@M"] = [_pm(a, b, digits) for a, b in zip(rows["PCC@M"], rows["PCC@M_sd"])]
+            if "pPCC@M" in rows:
+                block["pPCC@M"] = [_pm(a, b, digits) for a, b in zip(rows["pPCC@M"], rows["pPCC@M_sd"])]
+            if "dPCC@M" in rows:
+                block[MARGIN] = ["(the floor)" if m == ref else _margin(d, lo, hi, digits) for m, ref, d, lo, hi in
+                                 zip(rows["model"], rows["margin_over"], rows["dPCC@M"], rows["dPCC@M_lo"],
+                                     rows["dPCC@M_hi"])]
+            for m in ("PCC@S", "PCC@F"):
+                block[m] = [f"{v:.{digits}f}" for v in rows[m]]
+            for m in ("MSE", "MAE"):
+                block[m] = [f"{v:.4f}" for v in rows[m]]
+            block["folds"] = rows["n_folds"].to_numpy()
+            if rows["n_nan_pcc"].sum():
+                block["NaN PCC"] = rows["n_nan_pcc"].to_numpy()
+            out.append((protocol or "", evaluation, block))
+    return out
+
+
+def verdicts(agg: pd.DataFrame, evaluation: str = "pooled", digits: int = 3) -> list[str]:
+    """One line per protocol: the best model by PCC@M, and whether it beats the floor (its margin's
+    interval above zero)."""
+    lines = []
+    part = agg[agg["evaluation"] == evaluation]
+    for protocol in dict.fromkeys(part["protocol"]) if "protocol" in part else [None]:
+        rows = part[part["protocol"] == protocol] if protocol else part
+        if rows.empty:
             continue
-        out[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if b == b else f"{a:.{digits}f}"
-                  for a, b in zip(agg[m], agg[f"{m}_sd"])]
-    if "dPCC@M" in agg.columns:
-        cells = []
-        for model, ref, d, lo, hi in zip(agg["model"], agg["margin_over"], agg["dPCC@M"], agg["dPCC@M_lo"],
-                                         agg["dPCC@M_hi"]):
-            cells.append("(reference)" if model == ref else
-                         f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if d == d else "")
-        out["ΔPCC@M [95% CI]"] = cells
-    out["NaN PCC"] = agg["n_nan_pcc"]
-    return out.to_string(index=False)
+        ranked = rows.sort_values("PCC@M", ascending=False, kind="stable")
+        methods = ranked[~ranked["model"].isin(ORACLES)]
+        if methods.empty:
+            continue
+        best = methods.iloc[0]
+        head = f"{protocol or 'all'}: best {best['model']}, PCC@M {_pm(best['PCC@M'], best['PCC@M_sd'], digits)}"
+        ref = best.get("margin_over") if "margin_over" in rows else None
+        if not isinstance(ref, str) or not ref:
+            lines.append(f"{head} (no floor in this table)")
+        elif best["model"] == ref:
+            lines.append(f"{head}: the floor itself; no model beats {ref}")
+        else:
+            lo = best["dPCC@M_lo"]
+            says = ("beats the floor" if lo > 0 else "does not beat the floor (the interval reaches 0)"
+                    if lo == lo else "margin not computed")
+            lines.append(f"{head}, {_margin(best['dPCC@M'], lo, best['dPCC@M_hi'], digits)} over {ref}: {says}")
+        for _, o in ranked[ranked["model"].isin(ORACLES)].iterrows():
+            lines.append(f"{' ' * len(protocol or 'all')}  ({o['model']}, which reads each test spot's total count: "
+                         f"PCC@M {_pm(o['PCC@M'], o['PCC@M_sd'], digits)})")
+    return lines
+
+
+def display_groups(by_group: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`summarise_groups`'s table (with margins) to read: per protocol and group, best PCC@M first."""
+    g = by_group.copy()
+    if "protocol" not in g:
+        g["protocol"] = ""
+    order = {k: {v: i for i, v in enumerate(dict.fromkeys(g[k]))} for k in ("protocol", "group")}
+    g = g.assign(_p=g["protocol"].map(order["protocol"]), _g=g["group"].map(order["group"]))
+    g = g.sort_values(["_p", "_g", "PCC@M"], ascending=[True, True, False], kind="stable")
+    out = g[["protocol", "group", "model", "n_genes"]].rename(columns={"n_genes": "genes"})
+    out["model"] = [f"{m} (oracle)" if m in ORACLES else m for m in out["model"]]
+    out["PCC@M"] = [_pm(a, b, digits) for a, b in zip(g["PCC@M"], g["PCC@M_sd"])]
+    if "dPCC@M" in g:
+        out[MARGIN] = ["(the floor)" if m == ref else _margin(d, lo, hi, digits) for m, ref, d, lo, hi in
+                       zip(g["model"], g["margin_over"], g["dPCC@M"], g["dPCC@M_lo"], g["dPCC@M_hi"])]
+    out["PCC@S"] = [f"{v:.{digits}f}" for v in g["PCC@S"]]
+    out["folds"] = g["n_folds"].to_numpy()
+    return out.reset_index(drop=True)
+
+
+def format_table(agg: pd.DataFrame, digits: int = 3) -> str:
+    """The study's table as text: a verdict line per protocol, then a block per protocol and evaluation."""
+    parts = verdicts(agg, digits=digits)
+    for protocol, evaluation, block in display_blocks(agg, digits):
+        parts.append(f"\n{protocol} targets, {evaluation}:" if protocol else f"\n{evaluation}:")
+        parts.append(block.to_string(index=False))
+    return "\n".join(parts)
 
 
 def summarise_groups(per_gene: pd.DataFrame, groups: pd.DataFrame | None) -> pd.DataFrame:
@@ -353,17 +436,35 @@ def gene_table(per_gene: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def load_predictions(paths) -> dict:
-    """``{(model, protocol, fold): (obs_names, truth, prediction, slides)}`` from ``predictions.h5ad`` files."""
+def load_predictions(paths, with_genes: bool = False):
+    """``{(model, protocol, fold): (obs_names, truth, prediction, slides)}`` from ``predictions.h5ad`` files;
+    with ``with_genes``, also ``{key: gene names}``."""
     import anndata as ad
 
-    out = {}
+    out, genes = {}, {}
     for path in paths:
         a = ad.read_h5ad(path)
         key = (str(a.uns["model"]), str(a.uns.get("protocol", "raw")), int(a.uns["fold"]))
         out[key] = (a.obs_names.to_numpy(), np.asarray(a.layers["truth"], dtype=np.float64),
                     np.asarray(a.X, dtype=np.float64), a.obs["sample"].astype(str).to_numpy())
-    return out
+        genes[key] = a.var_names.to_numpy()
+    return (out, genes) if with_genes else out
+
+
+def group_margins(predictions: dict, genes: dict, groups: pd.DataFrame, reference: str, n_boot: int = 1000,
+                  seed: int = 0) -> pd.DataFrame:
+    """Each model's pooled ΔPCC@M over ``reference`` on each gene group's genes (``groups``: ``gene``,
+    ``group``), with the same paired bootstrap over windows as :func:`margins_over_reference`."""
+    parts = []
+    for group, names in groups.groupby("group", sort=False)["gene"]:
+        sub = {key: (obs, t[:, m], p[:, m], slides) for key, (obs, t, p, slides) in predictions.items()
+               if (m := np.isin(genes[key], names.to_numpy())).any()}
+        if len(sub) < len(predictions):
+            continue  # a fold measures none of the group's genes
+        mg = margins_over_reference(sub, reference, n_boot, seed, evaluations=("pooled",))
+        parts.append(mg.drop(columns=["evaluation", "n_boot"]).assign(group=group))
+    cols = ["model", "protocol", "group", "dPCC@M", "dPCC@M_lo", "dPCC@M_hi"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
 ABLATIONS = ["egn_pretrained_e_linear", "egn_backbone_only", "egn_no_eb_block", "egn_no_projector", "egn"]

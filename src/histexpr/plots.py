@@ -64,7 +64,7 @@ def sweep_figure(sweeps: pd.DataFrame, path: str, metrics=("PCC@M", "MSE", "MAE"
     _save(fig, path, dpi=120)
 
 
-def latent_figure(latents: dict[str, "object"], path: str, n_clusters: int = 4, seed: int = 0,
+def latent_figure(latents: dict[str, object], path: str, n_clusters: int = 4, seed: int = 0,
                   max_points: int = 2000) -> pd.DataFrame:
     """t-SNE of each model's representation of the same test windows (EGN Fig. 6).
 
@@ -182,16 +182,31 @@ def attention_figure(items: list[dict], path: str) -> None:
 # --- The study report (snakemake --report): tables, per-gene PCC, spatial maps, training curves -------------
 
 
-def metrics_html(tables: dict[str, pd.DataFrame], path: str, title: str) -> None:
-    """The study's tables as one self-contained HTML page (the report shows it in a frame)."""
-    style = ("body{font-family:sans-serif;font-size:13px;margin:1em}table{border-collapse:collapse;margin-bottom:2em}"
-             "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f0f0f0}"
-             "td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-             f"</head><body><h2>{title}</h2>"]
-    for name, table in tables.items():
-        parts.append(f"<h3>{name}</h3>")
-        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="–", border=0))
+def metrics_html(sections: list[tuple[str, pd.DataFrame]], path: str, title: str, notes: list[str] = (),
+                 best_first: bool = True) -> None:
+    """Formatted tables (strings, as :func:`histexpr.metrics.display_blocks` makes them) as one
+    self-contained HTML page (the report shows it in a frame): ``notes`` as lines on top, each section a
+    heading and a table whose first row, the best, is marked."""
+    import html
+
+    style = ("body{font-family:sans-serif;font-size:13px;margin:1em;max-width:1200px}"
+             "table{border-collapse:collapse;margin-bottom:1.5em}"
+             "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
+             "th{background:#f0f0f0}td.text{text-align:left}tr.best td{font-weight:bold;background:#eef6ee}"
+             "p.note{margin:0.2em 0}")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>"]
+    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
+    for name, table in sections:
+        parts.append(f"<h3>{html.escape(name)}</h3><table><tr>"
+                     + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns) + "</tr>")
+        text_cols = {c for c in table.columns if c in ("model", "protocol", "group", "evaluation")}
+        for i, row in enumerate(table.itertuples(index=False)):
+            cls = " class='best'" if best_first and i == 0 else ""
+            cells = "".join(f"<td{' class=text' if c in text_cols else ''}>{html.escape(str(v))}</td>"
+                            for c, v in zip(table.columns, row))
+            parts.append(f"<tr{cls}>{cells}</tr>")
+        parts.append("</table>")
     parts.append("</body></html>")
     with atomic_path(path, suffix=".html") as tmp:
         with open(tmp, "w") as fh:

@@ -14,8 +14,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .utils import atomic_dir
+from .metrics import display_blocks, display_groups, verdicts
+from .models.catalog import ORACLES
 from .plots import metrics_html, pcc_distribution_figure, spatial_maps_figure, training_curves_figure
+from .utils import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ def choose_models(metrics: pd.DataFrame, protocol: str, reference: str | None, w
     rows = metrics[(metrics["protocol"] == protocol) & (metrics["evaluation"] == "pooled")]
     if wanted:
         return [m for m in wanted if m in set(rows["model"])]
-    ranked = rows[rows["model"] != reference].sort_values("PCC@M", ascending=False)["model"].tolist()
+    methods = rows[(rows["model"] != reference) & ~rows["model"].isin(ORACLES)]
+    ranked = methods.sort_values("PCC@M", ascending=False)["model"].tolist()
     return ranked[:n_best] + ([reference] if reference in set(rows["model"]) else [])
 
 
@@ -64,11 +67,17 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
     (``<out_curves>/<protocol>/<model>.png``; names may hold underscores, so the protocol is a folder)."""
     metrics_df = pd.read_csv(metrics, sep="\t")
     genes_df = pd.read_csv(genes, sep="\t")
-    tables = {"Metrics (mean ± sd over folds; pooled = all test spots of a fold, per_slide = each test slide "
-              "alone)": metrics_df}
+    sections = [(f"{protocol} targets, {evaluation}" if protocol else evaluation, block)
+                for protocol, evaluation, block in display_blocks(metrics_df)]
+    notes = verdicts(metrics_df) + [
+        "mean ± sd over test folds; pooled: all test spots of a fold, per_slide: each test slide alone, then "
+        "averaged. Models by PCC@M, the best (bold) first. ΔPCC@M: margin over the floor on the same windows, "
+        "95% paired bootstrap interval over windows. Every number with its sd is in metrics.tsv."]
     if by_group and os.path.exists(by_group):
-        tables["PCC per gene group"] = pd.read_csv(by_group, sep="\t")
-    metrics_html(tables, out_tables, f"{study}: metrics")
+        groups = display_groups(pd.read_csv(by_group, sep="\t"))
+        sections += [(f"{protocol} targets, gene group {group} (pooled)", part.drop(columns=["protocol", "group"]))
+                     for (protocol, group), part in groups.groupby(["protocol", "group"], sort=False)]
+    metrics_html(sections, out_tables, f"{study}: metrics", notes)
     pcc_distribution_figure(genes_df, out_pcc)
 
     runs: dict[tuple[str, str, int], str] = {parse_run(p): p for p in predictions}

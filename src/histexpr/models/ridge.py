@@ -37,6 +37,8 @@ class Ridge:
 
     name = "ridge"
 
+    standardise = True  # each feature to unit variance on the training windows before the penalty
+
     def __init__(self, params: dict | None = None):
         params = params or {}
         self.alphas = [float(a) for a in params.get("alphas") or DEFAULT_ALPHAS]
@@ -48,7 +50,7 @@ class Ridge:
     def _solve(self, phi: np.ndarray, y: np.ndarray):
         """Standardise on these windows and return ``coef(alpha)`` from one SVD, plus the SVD parts."""
         self.mu = phi.mean(0)
-        self.sd = np.where(phi.std(0) > 1e-12, phi.std(0), 1.0)
+        self.sd = np.where(phi.std(0) > 1e-12, phi.std(0), 1.0) if self.standardise else np.ones(phi.shape[1])
         self.y_mean = y.mean(0)
         u, sig, vt = np.linalg.svd((phi - self.mu) / self.sd, full_matrices=False)
         uty = u.T @ (y - self.y_mean)  # (r, G)
@@ -58,7 +60,7 @@ class Ridge:
 
         return coef, sig, uty
 
-    def fit(self, data) -> "ColourRidge":
+    def fit(self, data) -> Ridge:
         train, val = data.index("train"), data.index("val")
         phi = self.features(data, train)
         y = data.targets[train].astype(np.float64)
@@ -108,3 +110,58 @@ class EmbeddingRidge(Ridge):
         if data.embeddings is None:
             raise ValueError("ridge needs the fold's extractor embeddings")
         return data.embeddings[index].astype(np.float64)
+
+
+@register_model("depth_oracle", kind="fitted", needs=(),
+                description="each gene from the spot's own measured log total count (an oracle: reads test counts)")
+class DepthOracle(Ridge):
+    """``depth_oracle``: each gene predicted from the spot's own log total count, ``log1p(library_size)``,
+    by the same ridge fit on training spots. It reads the *test* spot's measured counts, so it is an oracle,
+    not a method: it shows how much of a table's PCC any model could get from sequencing depth (cellularity)
+    alone. Tables mark it and never call it the best."""
+
+    name = "depth_oracle"
+
+    def features(self, data, index: np.ndarray) -> np.ndarray:
+        obs = data.adata.obs
+        if "library_size" not in obs:
+            raise ValueError("depth_oracle needs obs['library_size'] in the fold's expression table")
+        return np.log1p(obs["library_size"].to_numpy(dtype=np.float64)[index])[:, None]
+
+
+@register_model("probe", kind="fitted", needs=("embeddings",),
+                description="HEST's linear probe: PCA of the embeddings, then ridge (a floor for any encoder)")
+class Probe(Ridge):
+    """``probe``: the HEST-Benchmark recipe on any window embedding ``e_i`` (an extractor's, or a pathology
+    foundation model's). Standardise ``e`` on the training windows, project on their first ``n_components``
+    principal axes, ``z = ((e - μ) / σ) V_k``, then ridge on ``z`` (no second standardisation, as
+    ``Pipeline(StandardScaler, PCA, Ridge)`` does). ``alpha``: chosen on validation from ``alphas`` like
+    ``ridge``, or HEST's rule ``100 / (k · M)`` (``alpha_rule: hest``; HEST also drops the intercept, we keep
+    it). PCA sees training windows only."""
+
+    name = "probe"
+    standardise = False
+
+    def __init__(self, params: dict | None = None):
+        super().__init__(params)
+        params = params or {}
+        self.n_components = int(params.get("n_components", 256))
+        self.alpha_rule = params.get("alpha_rule", "validation")
+
+    def fit(self, data) -> Probe:
+        if data.embeddings is None:
+            raise ValueError("probe needs the fold's embeddings")
+        e = data.embeddings[data.index("train")].astype(np.float64)
+        self.e_mu = e.mean(0)
+        self.e_sd = np.where(e.std(0) > 1e-12, e.std(0), 1.0)
+        _, _, vt = np.linalg.svd((e - self.e_mu) / self.e_sd, full_matrices=False)
+        self.components = vt[: min(self.n_components, len(vt))].T  # (d, k)
+        if self.alpha_rule == "hest":
+            self.alphas = [100.0 / (self.components.shape[1] * data.n_genes)]
+        log.info("probe: PCA %d -> %d dimensions on %d training windows", e.shape[1], self.components.shape[1],
+                 len(e))
+        return super().fit(data)
+
+    def features(self, data, index: np.ndarray) -> np.ndarray:
+        e = data.embeddings[index].astype(np.float64)
+        return ((e - self.e_mu) / self.e_sd) @ self.components
