@@ -1,11 +1,14 @@
 """Folds never put a patient in both training and test; validation comes from training patients."""
 
-import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from histexpr.data.folds import final_fold, make_folds, n_folds
-from histexpr.errors import ConfigError
+from histexpr.errors import ConfigError, InputError
+from histexpr.io import load_sample_sheet
+
+SHEET_SCHEMA = REPO / "workflow" / "schemas" / "samples.schema.yaml"
 
 
 def study(patients=("A", "B", "C", "D", "E"), sections=2, spots=20):
@@ -27,7 +30,7 @@ def test_patient_folds_are_disjoint_and_cover_everyone(k):
     table = make_folds(sheet, spots, cfg)
     assert table["fold"].nunique() == n_folds(sheet, cfg) == (5 if k == "loo" else k)
     tested = set()
-    for f, t in table.groupby("fold"):
+    for _f, t in table.groupby("fold"):
         assert len(t) == len(spots)
         test_p = set(t.loc[t.split == "test", "patient"])
         assert not test_p & set(t.loc[t.split != "test", "patient"])
@@ -66,7 +69,7 @@ def test_section_level_folds_hold_out_sections():
     sheet, spots = study(patients=("A", "B"), sections=3)
     table = make_folds(sheet, spots, {"level": "sample", "k": "loo", "val_fraction": 0.2, "seed": 0})
     assert table["fold"].nunique() == 6
-    for f, t in table.groupby("fold"):
+    for _f, t in table.groupby("fold"):
         assert t.loc[t.split == "test", "sample"].nunique() == 1
 
 
@@ -89,3 +92,35 @@ def test_one_patient_cannot_be_cross_validated():
         make_folds(sheet, spots, {"level": "patient", "k": "loo", "val_fraction": 0.2, "seed": 0})
     with pytest.raises(ConfigError, match="folds.k = 6"):
         n_folds(*study()[:1], {"level": "patient", "k": 6, "val_fraction": 0.2, "seed": 0})
+
+
+def test_a_split_column_fixes_the_test_sections(tmp_path, st_sample):
+    """An external test cohort: one fold whose test part is exactly the sheet's test rows, validation from the
+    training patients, no patient on both sides (and a sheet that would leak is refused)."""
+    sheet, spots = study()
+    sheet["split"] = ["test" if p in ("B", "E") else "train" for p in sheet["patient"]]
+    cfg = {"level": "patient", "k": "loo", "val_fraction": 0.25, "seed": 0}
+    table = make_folds(sheet, spots, cfg)
+    assert n_folds(sheet, cfg) == 1 and set(table["fold"]) == {1}
+    assert set(table.loc[table.split == "test", "sample"]) == {"B1", "B2", "E1", "E2"}
+    assert not set(table.loc[table.split != "test", "patient"]) & {"B", "E"}
+    assert (table.split == "val").any() and set(table.loc[table.split == "val", "patient"]).isdisjoint(
+        set(table.loc[table.split == "train", "patient"]))
+    # fold 0 (predict) still trains on everyone
+    assert set(final_fold(sheet, spots, cfg)["patient"]) == set("ABCDE")
+    leaky = sheet.assign(split=["test" if s == "B1" else "train" for s in sheet["sample"]])
+    with pytest.raises(ConfigError, match=r"patient\(s\) B have sections in both train and test"):
+        make_folds(leaky, spots, cfg)
+    assert n_folds(leaky, {**cfg, "level": "sample"}) == 1  # section level: the user's choice
+    # in the sheet: every row or none, at least one of each
+    path = tmp_path / "samples.tsv"
+    rows = [{"sample": s, "patient": p, "image": str(st_sample["image"]), "counts": str(st_sample["counts"]),
+             "spots": str(st_sample["spots"]), "split": sp} for s, p, sp in (("S1", "P1", "train"), ("S2", "P2", ""))]
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"column 'split' is empty for sample\(s\) S2"):
+        load_sample_sheet(path, schema=SHEET_SCHEMA)
+    pd.DataFrame([{**rows[0]}, {**rows[1], "split": "train"}]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError, match="at least one train and one test"):
+        load_sample_sheet(path, schema=SHEET_SCHEMA)
+    pd.DataFrame([{**rows[0]}, {**rows[1], "split": "test"}]).to_csv(path, sep="\t", index=False)
+    assert load_sample_sheet(path, schema=SHEET_SCHEMA)["split"].tolist() == ["train", "test"]

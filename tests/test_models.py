@@ -92,6 +92,27 @@ def test_colour_ridge_learns_colour_and_chooses_alpha_on_validation():
     assert get_model("knn").factory({}).fit(pool).predict(pool, np.array([], int)).shape == (0, 3)
 
 
+def test_depth_oracle_reads_only_each_spots_total_count():
+    """Genes that follow depth are predicted from the test spot's own count; genes that do not, are not;
+    the fit sees training and validation spots only."""
+    rng = np.random.default_rng(1)
+    n = 300
+    library = rng.lognormal(7, 0.6, n)
+    targets = np.column_stack([0.3 * np.log1p(library) + rng.normal(0, 0.05, n), rng.uniform(size=n)])
+    split = np.array(["train"] * 180 + ["val"] * 60 + ["test"] * 60)
+    obs = pd.DataFrame({"library_size": library}, index=[f"s{i}" for i in range(n)])
+    data = FoldData(targets, split, ["depth", "noise"], adata=ad.AnnData(targets.astype(np.float32), obs=obs))
+    model = get_model("depth_oracle").factory({}).fit(data)
+    test = data.index("test")
+    pred = model.predict(data, test)
+    assert np.corrcoef(pred[:, 0], targets[test, 0])[0, 1] > 0.95
+    assert abs(np.corrcoef(pred[:, 1], targets[test, 1])[0, 1]) < 0.3
+    blind = np.where(split[:, None] == "test", 0.0, targets)  # test targets hidden: the same fit
+    data2 = FoldData(blind, split, data.genes, adata=ad.AnnData(blind.astype(np.float32), obs=obs))
+    np.testing.assert_allclose(get_model("depth_oracle").factory({}).fit(data2).coef, model.coef)
+    assert "depth_oracle" in FITTED and MODEL_NEEDS["depth_oracle"] == ()
+
+
 @pytest.fixture(scope="module")
 def her2st_fold(her2st_root, tmp_path_factory):
     """96 real C2/C3 windows (48 px) with their top-20 log1p-min-max genes, split train/val."""
@@ -231,3 +252,52 @@ def test_resnet50_feature_space_shape():
     feats = ResNet50Features(input_px=64, pretrained=False).eval()
     with torch.no_grad():
         assert feats.encode(torch.rand(2, 3, 64, 64)).shape == (2, 2048)
+
+
+def test_probe_is_sklearns_standardise_pca_ridge():
+    """HEST's probe: the same predictions as sklearn's Pipeline(StandardScaler, PCA(k), Ridge(alpha))."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(2)
+    n, d, k, alpha = 200, 40, 12, 3.0
+    emb = rng.normal(size=(n, d)) * rng.uniform(0.1, 5, d)
+    targets = emb[:, :5] @ rng.normal(size=(5, 4)) + rng.normal(0, 0.3, (n, 4))
+    split = np.array(["train"] * 150 + ["test"] * 50)
+    data = FoldData(targets, split, list("abcd"), embeddings=emb)
+    probe = get_model("probe").factory({"n_components": k, "alphas": [alpha]}).fit(data)
+    train, test = data.index("train"), data.index("test")
+    reference = make_pipeline(StandardScaler(), PCA(k, svd_solver="full"), Ridge(alpha=alpha))
+    reference.fit(emb[train], targets[train].astype(np.float32))
+    np.testing.assert_allclose(probe.predict(data, test), reference.predict(emb[test]), atol=1e-6, rtol=1e-6)
+    hest = get_model("probe").factory({"n_components": k, "alpha_rule": "hest"}).fit(data)
+    assert hest.alpha == pytest.approx(100 / (k * 4))
+
+
+def test_timm_encoder_loads_whole_or_stops(tmp_path):
+    """A frozen encoder never trains, so a checkpoint that leaves any tensor unloaded is refused, naming it."""
+    import timm
+
+    from histexpr.errors import ConfigError
+    from histexpr.models.pretrained_features import TimmFeatures
+
+    good, wrong = tmp_path / "small.bin", tmp_path / "tiny.bin"
+    torch.save(timm.create_model("vit_small_patch16_224", num_classes=0).state_dict(), good)
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0).state_dict(), wrong)
+    enc = TimmFeatures("vit_small_patch16_224", str(good), input_px=32, kwargs={"dynamic_img_size": True})
+    assert enc.encode(torch.rand(2, 3, 32, 32)).shape == (2, 384) and enc.input_px == 32
+    assert TimmFeatures("vit_small_patch16_224", str(good)).input_px == 224  # the encoder's own size
+    with pytest.raises(ConfigError, match="tiny.bin: .*no tensor of this checkpoint matches"):
+        TimmFeatures("vit_small_patch16_224", str(wrong))
+    partial = tmp_path / "partial.bin"
+    state = torch.load(good, weights_only=True)
+    torch.save({k: v for k, v in state.items() if not k.startswith("norm.")}, partial)
+    with pytest.raises(ConfigError, match="partial.bin: .*2 of the encoder's tensors are not in this checkpoint.*"
+                                          "must load whole"):
+        TimmFeatures("vit_small_patch16_224", str(partial))
+    with pytest.raises(ConfigError, match="absent.bin: .*does not exist"):
+        TimmFeatures("vit_small_patch16_224", str(tmp_path / "absent.bin"))
+    with pytest.raises(ConfigError, match="needs extractor.timm.checkpoint"):
+        TimmFeatures("vit_small_patch16_224", None)

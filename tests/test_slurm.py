@@ -11,10 +11,10 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, run_snakemake
-from histexpr.models.catalog import uses_gpu
 from test_workflow import TINY_TRAINING
+
+from histexpr.models.catalog import uses_gpu
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
@@ -54,7 +54,7 @@ def runs(tmp_path_factory):
 
 def test_slurm_run_gives_the_local_metrics(runs):
     local, slurm = (pd.read_csv(runs[k][0] / "results" / "demo" / "metrics.tsv", sep="\t") for k in ("local", "slurm"))
-    assert set(slurm["model"]) == {"knn", "vit", "colour_ridge"}
+    assert set(slurm["model"]) == {"knn", "vit", "colour_ridge", "depth_oracle"}
     pd.testing.assert_frame_equal(slurm, local, check_exact=False, rtol=1e-6)
 
 
@@ -64,7 +64,7 @@ def test_every_rule_ran_as_a_slurm_job_with_the_profiles_resources(runs):
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/(?:(\S+?)/)?\d+\.log\)", log)
     rules = {rule for _, rule, _ in submitted}
     assert {"make_demo", "tile", "folds", "expression", "train_extractor", "embed", "exemplars", "train",
-            "evaluate", "aggregate"} <= rules, rules
+            "fit", "evaluate", "aggregate"} <= rules, rules
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
     assert {rule for rule, res in profile.items() if res.get("gpu")} >= {"train_extractor", "embed"}
     trained = set()
@@ -75,13 +75,14 @@ def test_every_rule_ran_as_a_slurm_job_with_the_profiles_resources(runs):
         assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", (rule, fields)
         assert int(fields["NumCPUs"]) == profile[rule].get("cpus_per_task", 1), (rule, fields["NumCPUs"])
         gpu = profile[rule].get("gpu", 0)
-        if rule == "train":  # the rule asks for a GPU itself: for networks, not for knn or colour_ridge
+        if rule in ("train", "fit"):  # train asks for a GPU itself, for networks; fit (knn, colour_ridge) never
             model = wildcards.split("_raw_")[0]
             trained.add(model)
             gpu = int(uses_gpu(model))
+            assert (rule == "train") == uses_gpu(model), (rule, model)
         assert ("gres:gpu:1" in fields.get("TresPerJob", "")) == (gpu == 1), (rule, fields.get("TresPerJob"))
         assert _minutes(fields["TimeLimit"]) == profile[rule]["runtime"], (rule, fields["TimeLimit"])
-    assert trained == {"knn", "vit", "colour_ridge"}, trained
+    assert trained == {"knn", "vit", "colour_ridge", "depth_oracle"}, trained
 
 
 def _minutes(limit: str) -> int:

@@ -2,6 +2,8 @@
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import anndata as ad
@@ -9,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import HER2ST_SPOTS, LYMPHOMA, REPO, run_snakemake
+from conftest import HER2ST_SPOTS, LYMPHOMA, REPO, run_snakemake, write_st_sample
 
 pytestmark = pytest.mark.workflow
 
@@ -114,7 +115,7 @@ def test_library_size_targets_use_training_statistics_and_the_same_genes(her2st_
         np.testing.assert_allclose(lib.var["max"], values[train].max(axis=0), rtol=1e-6)
 
 
-MODELS = ("knn", "vit", "colour_ridge", *EGN_FAMILY, "egn-n_exemplars-1", "egn-n_exemplars-5")
+MODELS = ("knn", "vit", "colour_ridge", "depth_oracle", *EGN_FAMILY, "egn-n_exemplars-1", "egn-n_exemplars-5")
 PROTOCOLS = ("raw", "library_size")
 
 
@@ -186,7 +187,11 @@ def test_report_has_tables_spatial_maps_of_every_test_slide_and_training_curves(
     assert '"library_size"' in text and '"egn_no_projector"' in text and '"C2"' in text
     assert (out / "report" / "spatial" / maps[0]).stat().st_size > 30_000
     tables = (out / "report" / "metrics.html").read_text()
-    assert tables.count("<table") == 2 and all(f"<td>{m}</td>" in tables for m in ("knn", "vit", "egn", "colour_ridge"))
+    # a table per protocol and evaluation, and per protocol and gene group (here one group, all genes);
+    # each names its models, the best row first and marked, and the margin over the floor
+    assert tables.count("<table") == 2 * 2 + 2 and tables.count("<tr class='best'>") == 6
+    assert all(f"<td class=text>{m}</td>" in tables for m in ("knn", "vit", "egn", "colour_ridge"))
+    assert tables.count("<th>ΔPCC@M [95% CI]</th>") == 6 and "library_size: best " in tables
 
 
 @pytest.mark.parametrize("model", ["vit", "knn", "egn"])
@@ -230,7 +235,7 @@ def test_predict_target_maps_every_tissue_window_of_a_slide(her2st_run, her2st_r
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(work, path, "predict")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
-    assert "rule train:" not in res.stdout + res.stderr  # the trained run is reused, not retrained
+    assert "rule train:" not in res.stdout + res.stderr and "rule fit:" not in res.stdout + res.stderr  # reused
 
     pred = sc.read_h5ad(out / "predict" / "slideC2" / "predictions.h5ad")
     assert pred.obs_names.is_unique and np.isfinite(pred.X).all() and pred.n_vars == 250
@@ -289,7 +294,6 @@ def test_predict_with_fold_all_trains_on_every_patient(her2st_run, her2st_root):
 
 
 def test_gpu_runner_bundles_and_runs_a_study(her2st_run, tmp_path):
-    import subprocess
     import sys
 
     _, _, out = her2st_run
@@ -331,19 +335,49 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     out = tmp_path / "results" / "demo"
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
     assert set(zip(groups["model"], groups["protocol"], groups["group"])) == {
-        (m, "raw", g) for m in ("knn", "vit", "colour_ridge") for g in ("image", "noise")}  # the demo runs raw only
+        (m, "raw", g) for m in ("knn", "vit", "colour_ridge", "depth_oracle") for g in ("image", "noise")}  # raw only
     assert "SYNTHETIC" in (tmp_path / "resources" / "demo" / "logs" / "make_demo.log").read_text()
     for sample in pd.read_csv(out / "samples.tsv", sep="\t")["sample"]:  # a spot-QC figure per sample
         assert (out / "qc" / f"{sample}.png").stat().st_size > 10_000
+    # progress in the terminal, not only in the logs: a line per epoch of every network, one per fitted model
+    epochs = cfg["train"]["epochs"]
+    for fold in (1, 2, 3):
+        lines = re.findall(rf"^\[train/vit/raw/fold_{fold}\] epoch (\d+)/{epochs}: val PCC@M -?[\d.]+ .*ETA .*$",
+                           res.stderr, re.M)
+        assert lines and [int(e) for e in lines] == list(range(1, len(lines) + 1)), res.stderr[-3000:]
+        assert re.search(rf"^\[train/vit/raw/fold_{fold}\] kept epoch \d+ of {len(lines)} ", res.stderr, re.M)
+        assert re.search(rf"^\[train/knn/raw/fold_{fold}\] fitted on \d+ windows", res.stderr, re.M)
+    # the tables answer the question: a verdict line, models best first, at most 120 columns
+    shown = subprocess.run([sys.executable, "-m", "histexpr.show", "results/demo"], capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert max(map(len, lines)) <= 120, max(lines, key=len)
+    verdict = next(line for line in lines if line.startswith("  raw: best "))
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
+    pooled = metrics[metrics["evaluation"] == "pooled"].sort_values("PCC@M", ascending=False)
+    methods = pooled[pooled["model"] != "depth_oracle"]  # the oracle reads test counts: never "best"
+    assert verdict.startswith(f"  raw: best {methods['model'].iloc[0]}, PCC@M {methods['PCC@M'].iloc[0]:.3f}")
+    assert ("the floor itself" in verdict) == (methods["model"].iloc[0] == "colour_ridge")
+    assert any(line.strip().startswith("(depth_oracle, which reads each test spot's total count") for line in lines)
+    assert "beats the floor" in verdict or "does not beat" in verdict or "the floor itself" in verdict
+    block = lines[lines.index("raw targets, pooled") + 2:][:len(pooled)]
+    assert [row.split()[0] for row in block] == pooled["model"].tolist()  # best first
+    groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
+    assert groups.loc[groups["model"] != "colour_ridge", "dPCC@M_lo"].notna().all()  # each group's margin
+    page = (out / "report" / "metrics.html").read_text()
+    assert "<th>ΔPCC@M [95% CI]</th>" in page and "<tr class='best'>" in page and "raw: best " in page
 
 
-def _train_gpus(dry_run: str) -> dict[str, set[int]]:
-    """{run: the gpu resources its train jobs ask for} from a dry run's job listing."""
-    out: dict[str, set[int]] = {}
+def _train_resources(dry_run: str) -> dict[str, set[tuple]]:
+    """{run: {(rule, gpu, mem_mb, runtime, cpus_per_task)} of its train/fit jobs} from a dry run's listing."""
+    out: dict[str, set[tuple]] = {}
     for block in re.split(r"\n(?=\[|rule )", dry_run):
-        if block.startswith("rule train:"):
+        if block.startswith(("rule train:", "rule fit:")):
             run = re.search(r"output: results/demo/([^/]+)/", block).group(1)
-            out.setdefault(run, set()).add(int(re.search(r"resources: .*\bgpu=(\d+)", block).group(1)))
+            res = dict(re.findall(r"\b(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
+            out.setdefault(run, set()).add((block.split(":")[0][5:], int(res["gpu"]), res.get("mem_mb"),
+                                            res.get("runtime"), res.get("cpus_per_task")))
     return out
 
 
@@ -353,8 +387,6 @@ def test_train_jobs_ask_for_a_gpu_only_for_networks(tmp_path):
     cfg["models"] = ["knn", "vit", "egn"]
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = run_snakemake(tmp_path, path, "results/demo/samples.tsv")  # the checkpoint, so the folds are known
-    assert res.returncode == 0, res.stderr[-3000:]
     for profile in ("local", "slurm"):
         for device, network_gpus in (("auto", 1), ("cpu", 0)):
             cfg["train"] = {**cfg.get("train", {}), "device": device}
@@ -362,8 +394,16 @@ def test_train_jobs_ask_for_a_gpu_only_for_networks(tmp_path):
             res = run_snakemake(tmp_path, path, "-n", "--profile", str(REPO / "profiles" / profile),
                                 "results/demo/metrics.tsv", one_thread=False)
             assert res.returncode == 0, res.stderr[-3000:]
-            assert _train_gpus(res.stdout) == {"knn": {0}, "colour_ridge": {0}, "vit": {network_gpus},
-                                               "egn": {network_gpus}}, (profile, device)
+            jobs = _train_resources(res.stdout)
+            assert {run: {(rule, gpu) for rule, gpu, *_ in v} for run, v in jobs.items()} == {
+                "knn": {("fit", 0)}, "colour_ridge": {("fit", 0)}, "depth_oracle": {("fit", 0)},
+                "vit": {("train", network_gpus)},
+                "egn": {("train", network_gpus)}}, (profile, device)
+            if profile == "slurm":  # a fitted model asks for one CPU, <= 4 GB and <= 30 minutes; networks more
+                for run in ("knn", "colour_ridge", "depth_oracle"):
+                    for _, _, mem_mb, runtime, cpus in jobs[run]:
+                        assert int(mem_mb) <= 4000 and int(runtime) <= 30 and int(cpus) == 1, jobs[run]
+                assert all(int(mem) >= 32000 for _, _, mem, _, _ in jobs["vit"]), jobs["vit"]
 
 
 TABLE1 = ["knn", "ridge", "nsl", "stnet", "vit", "cyclemlp", "mpvit", "retro", "vitexp", "egn", "tcgn"]
@@ -377,7 +417,8 @@ def table1_run(her2st_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("her2st_table1")
     params = {**TINY_TRAINING["model_params"], **{m: TINY[m] for m in ("tcgn", "cyclemlp", "mpvit")},
               **{m: {**TINY[m], "n_exemplars": 9} for m in ("retro", "vitexp")}}
-    run_her2st(work, her2st_root, "results/her2st/metrics.tsv", **{**TINY_TRAINING, "model_params": params, "train": {"epochs": 1, "batch_size": 64}},
+    tiny = {**TINY_TRAINING, "model_params": params, "train": {"epochs": 1, "batch_size": 64}}
+    run_her2st(work, her2st_root, "results/her2st/metrics.tsv", **tiny,
                expression={"top_n": 250, "log1p": True, "protocols": ["raw"]}, models=TABLE1)
     return work / "results" / "her2st"
 
@@ -387,7 +428,7 @@ def test_every_method_lands_in_one_table(table1_run):
     m = pd.read_csv(out / "metrics.tsv", sep="\t")
     print("\n" + (out / "logs" / "aggregate.log").read_text())
     pooled = m[m["evaluation"] == "pooled"].set_index("model")
-    assert sorted(pooled.index) == sorted(TABLE1 + ["colour_ridge"])
+    assert sorted(pooled.index) == sorted(TABLE1 + ["colour_ridge", "depth_oracle"])
     cols = ["MSE", "MAE", "PCC@F", "PCC@S", "PCC@M"]
     assert np.isfinite(pooled[cols + [c + "_sd" for c in cols]].to_numpy(dtype=float)).all()
     assert (pooled["n_folds"] == 2).all() and (pooled["protocol"] == "raw").all()
@@ -417,7 +458,7 @@ def test_colour_ridge_floor_on_her2st_sections(her2st_run):
     tiles = {s: str(out / "tiles" / f"{s}.npy") for s in adatas}
     rows = []
     for protocol in PROTOCOLS:
-        for fold, table in folds.groupby("fold"):
+        for _fold, table in folds.groupby("fold"):
             e = build_fold_expression(adatas, table, {"top_n": 250, "log1p": True, "target_sum": 1e4},
                                       protocol=protocol)
             data = FoldData.load(e, window_paths=tiles)
@@ -436,7 +477,13 @@ def test_colour_ridge_floor_on_her2st_sections(her2st_run):
 
 
 def test_her2st_defaults_to_cloning_the_repository(tmp_path):
+    """Without a copy, the run says how to clone one; the clone is its own first step (the sample table is
+    read when the workflow starts, so it must be there before the run)."""
     res = run_snakemake(tmp_path, REPO / "config" / "her2st.yaml", "-n")
+    assert res.returncode != 0
+    assert "histexpr error: HER2ST is not in resources/her2st yet" in res.stderr + res.stdout
+    assert "fetch_her2st" in res.stderr + res.stdout
+    res = run_snakemake(tmp_path, REPO / "config" / "her2st.yaml", "-n", "fetch_her2st")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "rule fetch_her2st:" in res.stdout and "resources/her2st" in res.stdout
 
@@ -539,3 +586,56 @@ def test_lymphoma_branch_writes_accuracy_confusion_and_attention_maps(lymphoma_r
     folds = pd.read_csv(out / "folds.tsv", sep="\t")
     for _, f in folds.groupby("fold"):  # no test image in training or model selection
         assert not set(f.loc[f.split == "test", "image"]) & set(f.loc[f.split != "test", "image"])
+
+
+def _job_counts(dry_run: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table of a dry run: {rule: jobs}, with "total"."""
+    table = dry_run[dry_run.index("Job stats:"):].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_a_dry_run_lists_every_job_before_anything_has_run(tmp_path):
+    """The user's sheet is read when the workflow is parsed: tile, folds, expression, train and evaluate jobs
+    are all in the first dry run of a fresh copy, with the total of the real run."""
+    samples = [write_st_sample(tmp_path / f"s{i}", f"S{i}", seed=i) for i in range(3)]
+    sheet = tmp_path / "samples.tsv"
+    pd.DataFrame([{"sample": f"S{i}", "patient": f"P{i}", "image": str(s["image"]), "counts": str(s["counts"]),
+                   "spots": str(s["spots"])} for i, s in enumerate(samples)]).to_csv(sheet, sep="\t", index=False)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(yaml.safe_dump({"study": "mine", "samples": str(sheet), "models": ["knn", "vit"],
+                                   "expression": {"protocols": ["raw"]}}))
+    res = run_snakemake(tmp_path, cfg, "-n")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (tmp_path / "results").exists()  # nothing has run
+    jobs = _job_counts(res.stdout)
+    runs, folds = 4, 3  # knn, vit, the colour_ridge floor and the depth oracle; leave one patient out of three
+    assert {k: jobs.get(k) for k in ("sample_sheet", "tile", "folds", "expression", "fit", "train", "evaluate")} == {
+        "sample_sheet": 1, "tile": 3, "folds": 1, "expression": folds, "fit": 3 * folds, "train": 1 * folds,
+        "evaluate": runs * folds}, jobs  # fit: knn, colour_ridge, depth_oracle; train: vit
+    assert jobs["total"] == sum(v for k, v in jobs.items() if k != "total")
+    assert "checkpoint" not in res.stdout  # nothing is decided later: the count is the run's
+
+
+def test_a_timm_encoder_from_a_local_checkpoint_embeds_once_for_all_folds(her2st_root, tmp_path):
+    """extractor.kind: timm with a saved (random) vit_small_patch16_224 in the published format: the whole
+    graph runs, one embedding job for the study, the probe and knn on its space, the oracle in the table."""
+    import timm
+    import torch
+
+    ckpt = tmp_path / "pytorch_model.bin"
+    torch.save(timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0).state_dict(), ckpt)
+    timm_cfg = {"arch": "vit_small_patch16_224", "checkpoint": str(ckpt), "input_px": 32,
+                "kwargs": {"dynamic_img_size": True}}
+    run_her2st(tmp_path, her2st_root, extractor={"kind": "timm", "timm": timm_cfg}, models=["knn", "probe"],
+               expression={"top_n": 50, "log1p": True, "protocols": ["raw"]},
+               model_params={"probe": {"n_components": 16}})
+    out = tmp_path / "results" / "her2st"
+    bench = out / "benchmarks"
+    assert (bench / "embed_study.tsv").exists() and not (bench / "embed").exists()  # once, not per fold
+    assert not (bench / "train_extractor").exists()
+    emb = np.load(out / "embeddings.npy")
+    assert emb.shape == (sum(HER2ST_SPOTS.values()), 384) and np.isfinite(emb).all()
+    log = (out / "logs" / "frozen_extractor.log").read_text()
+    assert f"loaded {len(torch.load(ckpt, weights_only=True))} tensors from {ckpt}" in log
+    m = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert set(m["model"]) == {"knn", "probe", "colour_ridge", "depth_oracle"} and (m["n_folds"] == 2).all()

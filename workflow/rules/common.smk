@@ -10,9 +10,12 @@ from snakemake.exceptions import WorkflowError
 # packages snakemake itself brings (jsonschema, yaml, pandas, numpy).
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from histexpr.config import validate as validate_config  # noqa: E402
-from histexpr.data.folds import FINAL_FOLD, n_folds  # noqa: E402
-from histexpr.models.catalog import MODEL_NEEDS, params_key, split_run, sweep_name, uses_gpu  # noqa: E402
+from histexpr.config import validate as validate_config
+from histexpr.data.demo import demo_samples
+from histexpr.data.folds import FINAL_FOLD, n_folds
+from histexpr.errors import InputError
+from histexpr.io.sheet import build_her2st_sheet, complete_sheet, load_sample_sheet
+from histexpr.models.catalog import FROZEN_EXTRACTORS, MODEL_NEEDS, params_key, split_run, sweep_name, uses_gpu
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 # Conda environments, one per family of rules, with the pins of requirements.txt; CPU rules need no PyTorch.
@@ -31,8 +34,9 @@ config.update(
 R = f"results/{config['study']}"
 PROTOCOLS = config["expression"]["protocols"]
 REFERENCE = config["evaluation"]["reference"]
-# The reference (colour_ridge by default) is in every study's table.
-MODELS = config["models"] + ([REFERENCE] if REFERENCE and REFERENCE not in config["models"] else [])
+ORACLE = config["evaluation"]["oracle"]
+# The reference (colour_ridge by default) and the oracle (depth_oracle) are in every study's table.
+MODELS = config["models"] + [m for m in (REFERENCE, ORACLE) if m and m not in config["models"]]
 
 
 def _sweep_runs():
@@ -52,12 +56,20 @@ def _sweep_runs():
 
 # Every trained run: the models, then each sweep point as its own run.
 RUNS = MODELS + [r for r in _sweep_runs() if r not in MODELS]
+# Networks train on a GPU (rule train); fitted models need one CPU for seconds (rule fit).
+NETWORK_RUNS = [r for r in RUNS if uses_gpu(r)]
+FITTED_RUNS = [r for r in RUNS if not uses_gpu(r)]
+
+
+def runs_pattern(runs):
+    """A wildcard constraint matching exactly ``runs`` (nothing when there are none)."""
+    return "|".join(re.escape(r) for r in runs) or "(?!)"
 
 
 wildcard_constraints:
     sample=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
-    model="|".join(re.escape(r) for r in RUNS),
+    model=runs_pattern(RUNS),
     protocol="|".join(PROTOCOLS),
 
 
@@ -73,15 +85,42 @@ def sheet_layout():
     return "sheet" if isinstance(samples, str) else samples["layout"]
 
 
-_SHEETS = {}
+# The files the data rules make: the demo study (make_demo) and a clone of HER2ST (fetch_her2st).
+DEMO_DIR = "resources/demo"
+DEMO_SHEET = f"{DEMO_DIR}/samples.tsv"
+HER2ST_CLONE = "resources/her2st"
+
+
+def _planned_samples():
+    """The sample table, read at parse time as the sample_sheet job will write it, so a dry run lists every
+    job. None only while HER2ST is yet to be cloned (fetch_her2st)."""
+    source, schema = str(sheet_source()), os.path.join(SCHEMAS, "samples.schema.yaml")
+    try:
+        if sheet_layout() == "sheet" and os.path.normpath(source) == DEMO_SHEET:
+            return complete_sheet(demo_samples(config.get("demo")), DEMO_SHEET, schema=schema, check_files=False)
+        if sheet_layout() == "her2st":
+            if not os.path.exists(source) and os.path.normpath(source) == HER2ST_CLONE:
+                return None
+            if not os.path.exists(source):
+                raise InputError(source, "HER2ST data root not found (samples: root)")
+            return build_her2st_sheet(source, measure_app_images=False)
+        table = load_sample_sheet(source, schema=schema)
+        n_folds(table, config["folds"])  # a split that would leak, or too few patients, stops the dry run
+        return table
+    except InputError as err:
+        raise WorkflowError(f"histexpr error: {err}") from None
+
+
+SAMPLES = _planned_samples()
 
 
 def sample_table():
-    """The validated sample sheet (after the sample_sheet checkpoint), read once."""
-    path = checkpoints.sample_sheet.get().output[0]
-    if path not in _SHEETS:
-        _SHEETS[path] = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    return _SHEETS[path]
+    """The sample table (read at parse time)."""
+    if SAMPLES is None:
+        raise WorkflowError(f"histexpr error: HER2ST is not in {HER2ST_CLONE} yet. Clone it first with "
+                            f"`snakemake --cores 1 --configfile config/her2st.yaml fetch_her2st`, then run again; "
+                            f"or point samples.root at a copy you have.")
+    return SAMPLES
 
 
 def sample_names():
@@ -94,10 +133,15 @@ def fold_ids():
 
 def tile_inputs(wildcards):
     row = sample_table().set_index("sample").loc[wildcards.sample]
-    files = {"sheet": checkpoints.sample_sheet.get().output[0], "counts": row["counts"], "spots": row["spots"]}
+    files = {"sheet": f"{R}/samples.tsv", "counts": row["counts"], "spots": row["spots"]}
     if row["image"]:
         files["image"] = row["image"]
     return files
+
+
+def demo_files(kind):
+    """The demo study's files of one kind (image, counts, spots), as make_demo writes them."""
+    return [os.path.normpath(os.path.join(DEMO_DIR, row[kind])) for row in demo_samples(config.get("demo"))]
 
 
 def sample_h5ads(wildcards):
@@ -106,6 +150,23 @@ def sample_h5ads(wildcards):
 
 def sample_tiles(wildcards):
     return expand(f"{R}/tiles/{{sample}}.npy", sample=sample_names())
+
+
+# A frozen encoder (extractor.kind resnet50, alexnet_lpips, timm) embeds every window once for the study;
+# a trained extractor (stylegan, autoencoder) is trained and applied per fold, on that fold's training windows.
+FROZEN = config["extractor"]["kind"] in FROZEN_EXTRACTORS
+
+
+def embeddings_of(fold):
+    return f"{R}/embeddings.npy" if FROZEN else f"{R}/fold_{fold}/embeddings.npy"
+
+
+def fold_embeddings(wildcards):
+    return embeddings_of(wildcards.fold)
+
+
+def fold_extractor(fold):
+    return f"{R}/extractor/model.pt" if FROZEN else f"{R}/fold_{fold}/extractor/model.pt"
 
 
 def fold_spots(wildcards):
@@ -121,7 +182,7 @@ def model_inputs(wildcards):
     if "windows" in needs:
         files["tiles"] = sample_tiles(wildcards)
     if "embeddings" in needs or "exemplars" in needs:
-        files["embeddings"] = f"{fold}/embeddings.npy"
+        files["embeddings"] = fold_embeddings(wildcards)
     if "exemplars" in needs:
         files["exemplars"] = f"{fold}/exemplars.npz"
     return files
@@ -205,8 +266,8 @@ def predict_inputs(wildcards):
     if "windows" in needs:
         files["tiles"] = sample_tiles(wildcards)
     if "embeddings" in needs or "exemplars" in needs:
-        files["embeddings"] = f"{R}/fold_{fold}/embeddings.npy"
-        files["extractor"] = f"{R}/fold_{fold}/extractor/model.pt"
+        files["embeddings"] = embeddings_of(fold)
+        files["extractor"] = fold_extractor(fold)
     if "exemplars" in needs:
         files["exemplars"] = f"{R}/fold_{fold}/exemplars.npz"
         files["faiss"] = f"{R}/fold_{fold}/exemplars.faiss"

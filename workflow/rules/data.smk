@@ -4,15 +4,18 @@
 
 rule make_demo:
     output:
-        sheet="resources/demo/samples.tsv",
-        groups="resources/demo/gene_groups.tsv",
-        readme="resources/demo/SYNTHETIC_DATA.txt",
+        sheet=DEMO_SHEET,
+        groups=f"{DEMO_DIR}/gene_groups.tsv",
+        readme=f"{DEMO_DIR}/SYNTHETIC_DATA.txt",
+        images=demo_files("image"),
+        counts=demo_files("counts"),
+        spots=demo_files("spots"),
     params:
         demo=config.get("demo", {}),
     log:
-        "resources/demo/logs/make_demo.log",
+        f"{DEMO_DIR}/logs/make_demo.log",
     benchmark:
-        "resources/demo/benchmarks/make_demo.tsv"
+        f"{DEMO_DIR}/benchmarks/make_demo.tsv"
     conda:
         ENV_DATA
     script:
@@ -21,7 +24,7 @@ rule make_demo:
 
 rule fetch_her2st:
     output:
-        directory("resources/her2st"),
+        directory(HER2ST_CLONE),
     params:
         repository=config["samples"].get("repository", "") if isinstance(config["samples"], dict) else "",
     log:
@@ -34,7 +37,7 @@ rule fetch_her2st:
         "../../scripts/fetch_her2st.py"
 
 
-checkpoint sample_sheet:
+rule sample_sheet:
     input:
         sheet_source(),
     output:

@@ -4,7 +4,7 @@
 
 rule exemplars:
     input:
-        embeddings=f"{R}/fold_{{fold}}/embeddings.npy",
+        embeddings=fold_embeddings,
         expression=fold_spots,
     output:
         table=f"{R}/fold_{{fold}}/exemplars.tsv",

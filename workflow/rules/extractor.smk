@@ -42,3 +42,32 @@ rule embed:
         ENV_TORCH
     script:
         "../../scripts/embed.py"
+
+
+# A frozen encoder (extractor.kind resnet50, alexnet_lpips or timm) has nothing to train: its weights are
+# checked once, and every window of the study is embedded once, for all folds.
+rule frozen_extractor:
+    output:
+        model=f"{R}/extractor/model.pt",
+    params:
+        extractor=config["extractor"],
+    log:
+        f"{R}/logs/frozen_extractor.log",
+    benchmark:
+        f"{R}/benchmarks/frozen_extractor.tsv"
+    conda:
+        ENV_TORCH
+    script:
+        "../../scripts/frozen_extractor.py"
+
+
+use rule embed as embed_study with:
+    input:
+        model=f"{R}/extractor/model.pt",
+        tiles=sample_tiles,
+    output:
+        f"{R}/embeddings.npy",
+    log:
+        f"{R}/logs/embed_study.log",
+    benchmark:
+        f"{R}/benchmarks/embed_study.tsv"

@@ -1,5 +1,7 @@
 # One job per (model, target protocol, fold): train on the fold's training
 # windows, select on its validation windows, predict its test windows.
+# `train` runs the networks; `fit` the fitted models (knn, ridge, colour_ridge: seconds on one CPU), so a
+# cluster profile can size each by rule.
 
 
 rule train:
@@ -13,6 +15,8 @@ rule train:
         train=config["train"],
         model_params=run_params,
         window_px=config["tiling"]["window_px"],
+    wildcard_constraints:
+        model=runs_pattern(NETWORK_RUNS),
     threads: 2
     resources:
         gpu=train_gpus,
@@ -24,3 +28,11 @@ rule train:
         ENV_TORCH
     script:
         "../../scripts/train.py"
+
+
+use rule train as fit with:
+    wildcard_constraints:
+        model=runs_pattern(FITTED_RUNS),
+    threads: 1
+    resources:
+        gpu=0,

@@ -151,6 +151,15 @@ def write_pyramid_tiff(path: str, img: np.ndarray, um_per_px: float, levels: int
                 tw.write(small, subfiletype=1, **opts)
 
 
+def demo_samples(cfg: DemoConfig | dict | None = None) -> list[dict]:
+    """The demo's sample sheet rows (paths relative to its folder): known from the settings alone, so the
+    workflow can plan every job before the study is drawn."""
+    cfg = cfg if isinstance(cfg, DemoConfig) else DemoConfig(**(cfg or {}))
+    return [{"sample": f"P{p + 1}_S{s + 1}", "patient": f"P{p + 1}", "image": f"images/P{p + 1}_S{s + 1}.tif",
+             "counts": f"counts/P{p + 1}_S{s + 1}.tsv.gz", "spots": f"spots/P{p + 1}_S{s + 1}_selection.tsv"}
+            for p in range(cfg.patients) for s in range(cfg.sections_per_patient)]
+
+
 def generate_demo_study(out_dir: str | os.PathLike, cfg: DemoConfig | dict | None = None) -> pd.DataFrame:
     """Write the synthetic study into ``out_dir``; return its sample sheet."""
     cfg = cfg if isinstance(cfg, DemoConfig) else DemoConfig(**(cfg or {}))
@@ -166,12 +175,12 @@ def generate_demo_study(out_dir: str | os.PathLike, cfg: DemoConfig | dict | Non
     smooth_noise = np.arange(n_noise) % 2 == 0  # half the noise genes spatially smooth, half i.i.d.
     pitch_px = cfg.pitch_um / cfg.um_per_px
     spot_radius_px = 50.0 / cfg.um_per_px
-    rows = []
+    rows = demo_samples(cfg)
     for p in range(cfg.patients):
         prng = np.random.default_rng([cfg.seed, 1, p])
         stain = np.array([[226.0, 140.0, 186.0], [68.0, 40.0, 122.0]]) * prng.uniform(0.9, 1.1, (2, 3))
         for s in range(cfg.sections_per_patient):
-            name = f"P{p + 1}_S{s + 1}"
+            name = rows[p * cfg.sections_per_patient + s]["sample"]
             srng = np.random.default_rng([cfg.seed, 2, p, s])
             img, fields = render_section(srng, cfg, stain)
             n_grid = int((cfg.image_px - pitch_px) // pitch_px)
@@ -200,8 +209,6 @@ def generate_demo_study(out_dir: str | os.PathLike, cfg: DemoConfig | dict | Non
                                   "pixel_x": xy[:, 0].round(2), "pixel_y": xy[:, 1].round(2), "selected": 1})
             write_table(spots, os.path.join(out_dir, "spots", f"{name}_selection.tsv"))
             write_pyramid_tiff(os.path.join(out_dir, "images", f"{name}.tif"), img, cfg.um_per_px)
-            rows.append({"sample": name, "patient": f"P{p + 1}", "image": f"images/{name}.tif",
-                         "counts": f"counts/{name}.tsv.gz", "spots": f"spots/{name}_selection.tsv"})
             log.info("demo section %s: %d spots", name, len(ids))
     groups = pd.DataFrame({"gene": genes, "group": ["image"] * n_img + ["noise"] * n_noise,
                            "driver": drivers + ["smooth random field" if sm else "none (i.i.d.)" for sm in smooth_noise]})

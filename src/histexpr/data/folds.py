@@ -1,6 +1,7 @@
 """Cross-validation folds at patient (or section) level, with a validation split.
 
-Every fold holds out a group of test units (patients by default, or sections);
+Every fold holds out a group of test units (patients by default, or sections), or, when the sample sheet
+has a ``split`` column, one fold tests exactly the sections it marks ``test``;
 its training units are split again into ``train`` and ``val`` for model
 selection and early stopping. The validation part is carved at the coarsest
 level available: whole patients (or sections) when there are at least two
@@ -43,12 +44,35 @@ def assign_test_units(units: list[str], k, seed: int) -> list[list[str]]:
     return [sorted(units[i] for i in part) for part in np.array_split(order, k)]
 
 
-def n_folds(samples: pd.DataFrame, folds_cfg: dict) -> int:
+def fixed_test_units(samples: pd.DataFrame, level: str) -> list[str] | None:
+    """The units the sheet's ``split`` column names as test (one fold), or None for cross-validation.
+
+    A unit (patient, at the default level) with sections on both sides is an error: it would leak."""
+    if "split" not in samples or not (samples["split"].fillna("") != "").any():
+        return None
+    unit = fold_units(samples, level).loc[samples["sample"]].to_numpy()
+    split = samples["split"].to_numpy()
+    both = sorted(set(unit[split == "test"]) & set(unit[split == "train"]))
+    if both:
+        raise ConfigError(None, f"sample sheet column 'split': {level}(s) {', '.join(both)} have sections in both "
+                                f"train and test; a {level} must be on one side (or set folds.level: sample)")
+    return sorted(set(unit[split == "test"]))
+
+
+def fold_test_groups(samples: pd.DataFrame, folds_cfg: dict) -> list[list[str]]:
+    """Each fold's test units: the sheet's fixed test set (one fold), else ``folds.k`` cross-validation."""
+    fixed = fixed_test_units(samples, folds_cfg["level"])
+    if fixed is not None:
+        return [fixed]
     units = fold_units(samples, folds_cfg["level"]).unique().tolist()
     if len(units) < 2:
         raise ConfigError(None, f"cross-validation at {folds_cfg['level']} level needs at least two "
                                 f"{folds_cfg['level']}s; the study has {len(units)}")
-    return len(assign_test_units(units, folds_cfg["k"], folds_cfg["seed"]))
+    return assign_test_units(units, folds_cfg["k"], folds_cfg["seed"])
+
+
+def n_folds(samples: pd.DataFrame, folds_cfg: dict) -> int:
+    return len(fold_test_groups(samples, folds_cfg))
 
 
 def _carve_validation(spots: pd.DataFrame, train_units: list[str], unit_of: pd.Series,
@@ -91,9 +115,10 @@ def make_folds(samples: pd.DataFrame, spots: pd.DataFrame, folds_cfg: dict) -> p
     """
     unit_of = fold_units(samples, folds_cfg["level"])
     units = unit_of.unique().tolist()
-    n = n_folds(samples, folds_cfg)
-    groups = assign_test_units(units, folds_cfg["k"], folds_cfg["seed"])
-    assert len(groups) == n
+    groups = fold_test_groups(samples, folds_cfg)
+    if fixed_test_units(samples, folds_cfg["level"]) is not None:
+        log.info("the sample sheet's split column fixes the test set: one fold, test %s(s) %s (folds.k unused)",
+                 folds_cfg["level"], ",".join(groups[0]))
     tables = []
     for f, test_units in enumerate(groups, start=1):
         unit = spots["sample"].map(unit_of)

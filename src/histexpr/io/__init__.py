@@ -1,16 +1,25 @@
-"""Readers for slide images and spatial transcriptomics outputs."""
+"""Readers for slide images and spatial transcriptomics outputs.
 
-from .image import Slide, open_image
-from .st import read_st_sample
-from .visium import read_visium_sample
-from .sheet import build_her2st_sheet, load_sample_sheet, read_sample
+The names below load on first use, so ``histexpr.io.sheet`` (read when the workflow is parsed) does not pull
+in anndata and the image stack.
+"""
 
-__all__ = [
-    "Slide",
-    "open_image",
-    "read_st_sample",
-    "read_visium_sample",
-    "build_her2st_sheet",
-    "load_sample_sheet",
-    "read_sample",
-]
+import importlib
+
+_HOMES = {
+    "Slide": "image",
+    "open_image": "image",
+    "read_st_sample": "st",
+    "read_visium_sample": "visium",
+    "build_her2st_sheet": "sheet",
+    "load_sample_sheet": "sheet",
+    "read_sample": "sheet",
+}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

@@ -1,7 +1,8 @@
 """Sample sheets: one row per tissue section.
 
 Columns: ``sample`` (unique id), ``patient``, ``image``, ``counts``, ``spots``,
-and optionally ``format`` (``st`` default, or ``visium``), ``um_per_px``
+and optionally ``format`` (``st`` default, or ``visium``), ``split`` (``train``/``test`` on every row:
+a fixed external test set instead of cross-validation), ``um_per_px``
 (micrometres per image pixel; else read from the image or estimated from the
 spot grid) and ``pixel_scale`` (multiplies the spot file's pixel coordinates to
 reach the image's pixels, default 1). Relative paths are relative to the
@@ -13,19 +14,21 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import pandas as pd
 
 from ..config import validate_records
 from ..errors import InputError
-from .image import open_image
-from .st import read_count_header, read_st_sample
-from .visium import read_feature_matrix, read_visium_sample, visium_image
 
+if TYPE_CHECKING:
+    import anndata as ad
+
+# The readers are imported where they are used: the workflow reads sheets when it is parsed, and a dry run
+# should not pay for anndata, the image stack and the 10x readers.
 log = logging.getLogger(__name__)
 
-SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "um_per_px", "pixel_scale"]
+SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "um_per_px", "pixel_scale", "split"]
 
 # The HER2ST repository ships a downscaled copy of some sections in app/www/imgs;
 # its spot files stay in full-resolution pixels. Widths of the originals:
@@ -74,17 +77,29 @@ def load_sample_sheet(path: str | os.PathLike, schema=None, check_files: bool = 
     for col in ("um_per_px", "pixel_scale"):
         if col in df.columns:
             df[col] = [_number(path, i, r, col, v) for i, (r, v) in enumerate(zip(df.get("sample", df.index), df[col]))]
-    records = df.to_dict("records")
+    return complete_sheet(df.to_dict("records"), path, schema=schema, check_files=check_files)
+
+
+def complete_sheet(records: list[dict], path: str, schema=None, check_files: bool = True) -> pd.DataFrame:
+    """Validate sheet rows, fill the defaults and resolve paths against ``path``'s folder."""
     if schema is not None:
         records = validate_records(records, schema, path)
     out = pd.DataFrame.from_records(records)
-    for col, default in (("format", "st"), ("um_per_px", None), ("pixel_scale", 1.0), ("image", None)):
+    for col, default in (("format", "st"), ("um_per_px", None), ("pixel_scale", 1.0), ("image", None), ("split", "")):
         if col not in out.columns:
             out[col] = default
         out[col] = out[col].where(out[col].notna(), default) if default is not None else out[col]
     dup = out["sample"][out["sample"].duplicated()]
     if len(dup):
         raise InputError(path, f"duplicate sample id(s): {', '.join(dup.unique())}")
+    split = out["split"].fillna("").astype(str)
+    if (split != "").any():
+        if (split == "").any():
+            raise InputError(path, f"column 'split' is empty for sample(s) {', '.join(out['sample'][split == ''])}; "
+                                   f"give every row train or test (or leave the column out for cross-validation)")
+        if not {"train", "test"} <= set(split):
+            raise InputError(path, "column 'split' needs at least one train and one test sample")
+    out["split"] = split
     base = os.path.dirname(path)
     for col in ("image", "counts", "spots"):
         out[col] = [_resolve(base, v) for v in out[col]]
@@ -101,8 +116,12 @@ def load_sample_sheet(path: str | os.PathLike, schema=None, check_files: bool = 
     return out[SHEET_COLUMNS]
 
 
-def build_her2st_sheet(root: str | os.PathLike) -> pd.DataFrame:
-    """Build a sample sheet from a clone of almaan/her2st (sections with an image)."""
+def build_her2st_sheet(root: str | os.PathLike, measure_app_images: bool = True) -> pd.DataFrame:
+    """Build a sample sheet from a clone of almaan/her2st (sections with an image).
+
+    ``measure_app_images=False`` leaves ``pixel_scale`` at 1 for the downscaled app images (no image is
+    opened): enough for the list of samples the workflow plans at parse time.
+    """
     root = os.fspath(root)
     cnt_dir = os.path.join(root, "data", "ST-cnts")
     if not os.path.isdir(cnt_dir):
@@ -118,14 +137,16 @@ def build_her2st_sheet(root: str | os.PathLike) -> pd.DataFrame:
         scale = 1.0
         if not images and section in HER2ST_APP_IMAGE_FULL_WIDTH:
             images = sorted(glob.glob(os.path.join(root, "app", "www", "imgs", f"{section}_HE_image*.png")))
-            if images:
+            if images and measure_app_images:
+                from .image import open_image
+
                 with open_image(images[0]) as slide:
                     scale = slide.width / HER2ST_APP_IMAGE_FULL_WIDTH[section]
         if not images:
             log.info("HER2ST %s: no H&E image present; skipped", section)
             continue
         rows.append({"sample": section, "patient": section[0], "image": images[0], "counts": counts,
-                     "spots": spots, "format": "st", "um_per_px": None, "pixel_scale": scale})
+                     "spots": spots, "format": "st", "um_per_px": None, "pixel_scale": scale, "split": ""})
     if not rows:
         raise InputError(root, "no HER2ST section has counts, a spot file and an H&E image")
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
@@ -138,12 +159,17 @@ def sample_image(row) -> tuple[str, float, str]:
         return row["image"], 1.0, "sample sheet"
     if row["format"] != "visium":
         raise InputError(None, f"sample {row['sample']!r}: no image")
+    from .visium import visium_image
+
     path, name, scale = visium_image(row["spots"])
     return path, scale, f"Space Ranger {name} image"
 
 
 def sample_genes(row) -> list[str]:
     """A sheet row's gene names, read cheaply (the count table's header; the 10x matrix's features)."""
+    from .st import read_count_header
+    from .visium import read_feature_matrix
+
     if row["format"] == "visium":
         return read_feature_matrix(row["counts"]).var_names.tolist()
     return read_count_header(row["counts"])
@@ -155,6 +181,9 @@ def read_sample(row) -> tuple[ad.AnnData, str]:
     ``obsm["spatial"]`` is in the returned image's level-0 pixels; ``uns["image_source"]`` says where the
     image came from (the sheet, or the Space Ranger hires/lowres fallback).
     """
+    from .st import read_st_sample
+    from .visium import read_visium_sample
+
     fmt = row["format"]
     pixel_scale = float(row["pixel_scale"] or 1.0)
     if fmt == "st":

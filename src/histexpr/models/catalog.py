@@ -21,10 +21,18 @@ MODEL_NEEDS: dict[str, tuple[str, ...]] = {
     "retro": ("windows", "embeddings", "exemplars"),
     "vitexp": ("windows", "embeddings", "exemplars"),
     "ridge": ("embeddings",),
+    "depth_oracle": (),
+    "probe": ("embeddings",),
 }
 
 # Models fitted in closed form on the CPU (no network, no gradient steps): their train jobs ask for no GPU.
-FITTED: frozenset[str] = frozenset({"colour_ridge", "knn", "ridge"})
+FITTED: frozenset[str] = frozenset({"colour_ridge", "knn", "ridge", "depth_oracle", "probe"})
+
+# Reference rows that read the test spots' measured data (not methods): tables mark them, never rank them best.
+ORACLES: frozenset[str] = frozenset({"depth_oracle"})
+
+# Extractor kinds that are frozen encoders (nothing to train): every window is embedded once per study.
+FROZEN_EXTRACTORS: tuple[str, ...] = ("resnet50", "alexnet_lpips", "timm")
 
 # Models whose settings live under another model's model_params key (EGN's ablations share EGN's).
 PARAMS_KEY: dict[str, str] = {name: "egn" for name in MODEL_NEEDS if name.startswith("egn_")}

@@ -94,3 +94,42 @@ class LPIPSFeatures(nn.Module):
             w = lin.model[-1].weight.view(1, -1, 1, 1).clamp(min=0)  # the 1x1 conv's channel weights
             parts.append((n * w.sqrt() / math.sqrt(f.shape[2] * f.shape[3])).flatten(1))
         return torch.cat(parts, 1)
+
+
+class TimmFeatures(nn.Module):
+    """``encode``: windows ``(B, 3, P, P)`` in ``[0, 1]`` → ``(B, D)``, the pooled features of any timm
+    architecture with weights from a local file: a pathology foundation model (UNI:
+    ``vit_large_patch16_224`` with ``init_values: 1e-5``; Virchow2, H-optimus, GigaPath have timm names too)
+    or any other. The encoder's own input size and normalisation come from timm's pretrained config unless
+    ``input_px`` / ``mean`` / ``std`` are set. Every tensor must load (a frozen encoder is never trained)."""
+
+    kind = "timm"
+
+    def __init__(self, arch: str, checkpoint: str | None, input_px: int | None = None, mean=None, std=None,
+                 kwargs: dict | None = None, pretrained: bool = True):
+        super().__init__()
+        import timm
+        from timm.data import resolve_data_config
+
+        from .weights import load_pretrained
+
+        if not arch:
+            raise ConfigError(None, "extractor.kind: timm needs extractor.timm.arch (a timm model name)")
+        if pretrained and not checkpoint:
+            raise ConfigError(None, "extractor.kind: timm needs extractor.timm.checkpoint, a local weights file "
+                                    "(nothing is downloaded)")
+        try:
+            self.net = timm.create_model(arch, pretrained=False, num_classes=0, **(kwargs or {}))
+        except (RuntimeError, TypeError) as err:
+            raise ConfigError(None, f"extractor.timm: cannot build {arch!r} ({err})") from None
+        if pretrained:
+            load_pretrained(self.net, checkpoint, f"extractor timm {arch}", skip=("head.", "fc.", "classifier."),
+                            strict=True)
+        data = resolve_data_config({}, model=self.net)
+        self.input_px = int(input_px or data["input_size"][-1])
+        self.register_buffer("mean", torch.tensor(list(mean or data["mean"]), dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std or data["std"]), dtype=torch.float32).view(1, 3, 1, 1))
+        self.dim = int(self.net.num_features)
+
+    def encode(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.net((x01 - self.mean) / self.std)

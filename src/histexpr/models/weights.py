@@ -19,19 +19,29 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def read_state_dict(path: str) -> dict:
+    """A checkpoint's tensors: ``.safetensors``, or a torch file read with ``weights_only`` (no code runs)."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_pretrained(module: nn.Module, path: str | None, name: str, skip: tuple[str, ...] = ("head.",),
-                    prefix: str = "") -> None:
+                    prefix: str = "", strict: bool = False) -> None:
     """Load ``path`` into ``module`` (non-strict; keys starting with ``skip`` are the old task's head).
 
     ``prefix`` is stripped from the file's keys first (``"module."`` of a DataParallel checkpoint, say).
-    Shape mismatches are skipped and reported, never silently reinitialised.
+    Shape mismatches are skipped and reported, never silently reinitialised; ``strict`` (a frozen encoder,
+    which is never trained) makes any tensor of the module left unloaded an error.
     """
     if not path:
         log.info("%s: no pretrained weights configured; random initialisation", name)
         return
     if not os.path.exists(path):
         raise ConfigError(path, f"{name}: pretrained_checkpoint does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path)
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     state = {k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in state.items()}
     own = module.state_dict()
@@ -43,6 +53,11 @@ def load_pretrained(module: nn.Module, path: str | None, name: str, skip: tuple[
              "skipped)", name, len(keep), path, len(missing), len(wrong_shape))
     if not keep:
         raise ConfigError(path, f"{name}: no tensor of this checkpoint matches the model; is it the right architecture?")
+    if strict and (missing or wrong_shape):
+        bad = sorted(missing) + sorted(wrong_shape)
+        raise ConfigError(path, f"{name}: {len(missing)} of the encoder's tensors are not in this checkpoint and "
+                                f"{len(wrong_shape)} have another shape (e.g. {', '.join(bad[:3])}); a frozen "
+                                f"encoder must load whole: check the architecture and its options")
 
 
 def init_weights(m: nn.Module) -> None:

@@ -8,7 +8,6 @@ space). Both keep the epoch with the lowest validation reconstruction L1.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -23,7 +22,9 @@ from tqdm import tqdm
 from ..data.windows import WindowStore
 from ..errors import ConfigError
 from ..models.autoencoder import ConvAutoencoder
+from ..models.catalog import FROZEN_EXTRACTORS
 from ..models.stylegan import Discriminator, StyleExtractor
+from ..utils import log_epoch
 from .augment import dihedral, to_float
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ LPIPS_TRUNK_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.
                      "squeeze": "squeezenet1_1-b8a52dc0.pth"}
 
 
-KINDS = ("stylegan", "autoencoder", "resnet50", "alexnet_lpips")
-FIXED_KINDS = ("resnet50", "alexnet_lpips")  # ImageNet feature spaces of EGN's Table 2: nothing to train
+KINDS = ("stylegan", "autoencoder", "resnet50", "alexnet_lpips", "timm")
+# Frozen encoders: nothing to train, so every window is embedded once per study (not per fold). The ImageNet
+# feature spaces of EGN's Table 2, and any timm architecture from a local checkpoint (foundation models).
+FIXED_KINDS = FROZEN_EXTRACTORS
 
 
 def build_extractor(params: dict, pretrained: bool = True) -> torch.nn.Module:
@@ -56,6 +59,12 @@ def build_extractor(params: dict, pretrained: bool = True) -> torch.nn.Module:
         from ..models.pretrained_features import LPIPSFeatures
 
         return LPIPSFeatures(p["input_px"], pretrained)
+    if p["kind"] == "timm":
+        from ..models.pretrained_features import TimmFeatures
+
+        t = p.get("timm") or {}
+        return TimmFeatures(t.get("arch"), t.get("checkpoint"), t.get("input_px"), t.get("mean"), t.get("std"),
+                            t.get("kwargs"), pretrained)
     raise ConfigError(None, f"unknown extractor kind {p['kind']!r}; choose one of {', '.join(KINDS)}")
 
 
@@ -108,7 +117,7 @@ def train_autoencoder(windows: WindowStore, train_rows: np.ndarray, val_rows: np
     model = ConvAutoencoder(p["input_px"], p["dim"], p["width"]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
     gen = torch.Generator().manual_seed(seed)
-    history, best, best_state = [], np.inf, None
+    history, best, best_state, started = [], np.inf, None, time.time()
     for epoch in range(1, p["epochs"] + 1):
         t0 = time.time()
         model.train()
@@ -129,9 +138,11 @@ def train_autoencoder(windows: WindowStore, train_rows: np.ndarray, val_rows: np
         row["val_l1"] = reconstruction_l1(model, windows, rows, p["input_px"], device)
         row["seconds"] = time.time() - t0
         history.append(row)
-        log.info("extractor epoch %d/%d: train L1 %.4f, val L1 %.4f", epoch, p["epochs"], row["train_l1"], row["val_l1"])
+        log.info("extractor epoch %d/%d: train L1 %.4f, val L1 %.4f", epoch, p["epochs"], row["train_l1"],
+                 row["val_l1"])
+        log_epoch(epoch, p["epochs"], time.time() - started, f"extractor val L1 {row['val_l1']:.4f}")
         if row["val_l1"] < best:
-            best, best_state = row["val_l1"], copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best, best_state = row["val_l1"], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return model, pd.DataFrame(history)
 
@@ -180,7 +191,7 @@ def train_stylegan(windows: WindowStore, train_rows: np.ndarray, val_rows: np.nd
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.0, 0.99))
     gen = torch.Generator().manual_seed(seed)
-    history, best, best_state, step = [], np.inf, None, 0
+    history, best, best_state, step, started = [], np.inf, None, 0, time.time()
     for epoch in range(1, p["epochs"] + 1):
         t0 = time.time()
         model.train()
@@ -229,8 +240,10 @@ def train_stylegan(windows: WindowStore, train_rows: np.ndarray, val_rows: np.nd
         history.append(row)
         log.info("extractor epoch %d/%d: L1 %.4f, LPIPS %.4f, adv(G) %.4f, F %.4f; val L1 %.4f", epoch, p["epochs"],
                  row["train_l1"], row["train_lpips"], row["train_adv"], row["train_d"], row["val_l1"])
+        log_epoch(epoch, p["epochs"], time.time() - started,
+                  f"extractor L1 {row['train_l1']:.4f}, LPIPS {row['train_lpips']:.4f}, val L1 {row['val_l1']:.4f}")
         if row["val_l1"] < best:
-            best, best_state = row["val_l1"], copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best, best_state = row["val_l1"], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return model, pd.DataFrame(history)
 
