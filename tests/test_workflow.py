@@ -362,7 +362,7 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     assert any(line.strip().startswith("(depth_oracle, which reads each test spot's total count") for line in lines)
     assert "beats the floor" in verdict or "does not beat" in verdict or "the floor itself" in verdict
     block = lines[lines.index("raw targets, pooled") + 2:][:len(pooled)]
-    assert [row.split()[0] for row in block] == pooled["model"].tolist()  # best first
+    assert [row.split()[0] for row in block] == methods["model"].tolist() + ["depth_oracle"]  # best first
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
     assert groups.loc[groups["model"] != "colour_ridge", "dPCC@M_lo"].notna().all()  # each group's margin
     page = (out / "report" / "metrics.html").read_text()

@@ -294,10 +294,16 @@ def _margin(d: float, lo: float, hi: float, digits: int = 3) -> str:
 MARGIN = "ΔPCC@M [95% CI]"
 
 
+def _methods_first(rows: pd.DataFrame) -> pd.DataFrame:
+    """Models by PCC@M, best first, then the oracles (they read test data: never ranked among the methods)."""
+    rows = rows.sort_values("PCC@M", ascending=False, kind="stable")
+    return pd.concat([rows[~rows["model"].isin(ORACLES)], rows[rows["model"].isin(ORACLES)]])
+
+
 def display_blocks(agg: pd.DataFrame, digits: int = 3) -> list[tuple[str, str, pd.DataFrame]]:
     """:func:`aggregate_folds`'s table (with margins) as ``(protocol, evaluation, block)`` blocks to read:
     models by PCC@M, best first; the main numbers as ``mean ± sd``; the margin over the reference with its
-    interval. Narrow enough for a terminal (PCC@S/F, MSE and MAE as means; every sd is in metrics.tsv)."""
+    interval; oracle rows last. Narrow enough for a terminal (PCC@S/F, MSE and MAE as means; every sd is in metrics.tsv)."""
     out = []
     protocols = list(dict.fromkeys(agg["protocol"])) if "protocol" in agg else [None]
     for protocol in protocols:
@@ -305,7 +311,7 @@ def display_blocks(agg: pd.DataFrame, digits: int = 3) -> list[tuple[str, str, p
             rows = agg[(agg["evaluation"] == evaluation) & ((agg["protocol"] == protocol) if protocol else True)]
             if rows.empty:
                 continue
-            rows = rows.sort_values("PCC@M", ascending=False, kind="stable")
+            rows = _methods_first(rows)
             block = pd.DataFrame({"model": [f"{m} (oracle)" if m in ORACLES else m for m in rows["model"]]})
             block["PCC@M"] = [_pm(a, b, digits) for a, b in zip(rows["PCC@M"], rows["PCC@M_sd"])]
             if "pPCC@M" in rows:
@@ -363,7 +369,8 @@ def display_groups(by_group: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         g["protocol"] = ""
     order = {k: {v: i for i, v in enumerate(dict.fromkeys(g[k]))} for k in ("protocol", "group")}
     g = g.assign(_p=g["protocol"].map(order["protocol"]), _g=g["group"].map(order["group"]))
-    g = g.sort_values(["_p", "_g", "PCC@M"], ascending=[True, True, False], kind="stable")
+    g = g.assign(_o=g["model"].isin(ORACLES))
+    g = g.sort_values(["_p", "_g", "_o", "PCC@M"], ascending=[True, True, True, False], kind="stable")
     out = g[["protocol", "group", "model", "n_genes"]].rename(columns={"n_genes": "genes"})
     out["model"] = [f"{m} (oracle)" if m in ORACLES else m for m in out["model"]]
     out["PCC@M"] = [_pm(a, b, digits) for a, b in zip(g["PCC@M"], g["PCC@M_sd"])]

@@ -192,15 +192,16 @@ def metrics_html(sections: list[tuple[str, pd.DataFrame]], path: str, title: str
     style = ("body{font-family:sans-serif;font-size:13px;margin:1em;max-width:1200px}"
              "table{border-collapse:collapse;margin-bottom:1.5em}"
              "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
-             "th{background:#f0f0f0}td.text{text-align:left}tr.best td{font-weight:bold;background:#eef6ee}"
+             "th{background:#f0f0f0}td.text,th.text{text-align:left}tr.best td{font-weight:bold;background:#eef6ee}"
              "p.note{margin:0.2em 0}")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>"]
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     for name, table in sections:
-        parts.append(f"<h3>{html.escape(name)}</h3><table><tr>"
-                     + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns) + "</tr>")
         text_cols = {c for c in table.columns if c in ("model", "protocol", "group", "evaluation")}
+        parts.append(f"<h3>{html.escape(name)}</h3><table><tr>"
+                     + "".join(f"<th{' class=text' if c in text_cols else ''}>{html.escape(str(c))}</th>"
+                               for c in table.columns) + "</tr>")
         for i, row in enumerate(table.itertuples(index=False)):
             cls = " class='best'" if best_first and i == 0 else ""
             cells = "".join(f"<td{' class=text' if c in text_cols else ''}>{html.escape(str(v))}</td>"

@@ -45,7 +45,7 @@ rule train_classifier:
         train=config["train"],
         ats=config["ats"],
         view_scale=config["view_scale"],
-    threads: 2
+    threads: 1
     log:
         f"{R}/logs/train/{{setting}}/seed_{{seed}}/fold_{{fold}}.log",
     benchmark:

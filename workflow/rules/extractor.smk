@@ -13,7 +13,7 @@ rule train_extractor:
         extractor=config["extractor"],
         seed=config["train"]["seed"],
         device=config["train"]["device"],
-    threads: 2
+    threads: 1
     log:
         f"{R}/logs/train_extractor/fold_{{fold}}.log",
     benchmark:
@@ -33,7 +33,7 @@ rule embed:
         f"{R}/fold_{{fold}}/embeddings.npy",
     params:
         device=config["train"]["device"],
-    threads: 2
+    threads: 1
     log:
         f"{R}/logs/embed/fold_{{fold}}.log",
     benchmark:

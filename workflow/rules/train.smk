@@ -17,7 +17,7 @@ rule train:
         window_px=config["tiling"]["window_px"],
     wildcard_constraints:
         model=runs_pattern(NETWORK_RUNS),
-    threads: 2
+    threads: 1
     resources:
         gpu=train_gpus,
     log:
