@@ -614,6 +614,15 @@ def test_a_dry_run_lists_every_job_before_anything_has_run(tmp_path):
         "evaluate": runs * folds}, jobs  # fit: knn, colour_ridge, depth_oracle; train: vit
     assert jobs["total"] == sum(v for k, v in jobs.items() if k != "total")
     assert "checkpoint" not in res.stdout  # nothing is decided later: the count is the run's
+    # a fixed test set is one fold; a split that puts one patient on both sides stops the dry run
+    table = pd.read_csv(sheet, sep="\t").assign(split=["train", "train", "test"])
+    table.to_csv(sheet, sep="\t", index=False)
+    res = run_snakemake(tmp_path, cfg, "-n")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _job_counts(res.stdout)["evaluate"] == runs * 1
+    table.assign(patient=["P0", "P1", "P1"]).to_csv(sheet, sep="\t", index=False)
+    res = run_snakemake(tmp_path, cfg, "-n")
+    assert res.returncode != 0 and "patient(s) P1 have sections in both train and test" in res.stderr + res.stdout
 
 
 def test_a_timm_encoder_from_a_local_checkpoint_embeds_once_for_all_folds(her2st_root, tmp_path):

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from histexpr.config import validate as validate_config
 from histexpr.data.demo import demo_samples
-from histexpr.data.folds import FINAL_FOLD, n_folds
+from histexpr.data.folds import FINAL_FOLD, fixed_test_units, n_folds
 from histexpr.errors import InputError
 from histexpr.io.sheet import build_her2st_sheet, complete_sheet, load_sample_sheet
 from histexpr.models.catalog import FROZEN_EXTRACTORS, MODEL_NEEDS, params_key, split_run, sweep_name, uses_gpu
@@ -105,7 +105,7 @@ def _planned_samples():
                 raise InputError(source, "HER2ST data root not found (samples: root)")
             return build_her2st_sheet(source, measure_app_images=False)
         table = load_sample_sheet(source, schema=schema)
-        n_folds(table, config["folds"])  # a split that would leak, or too few patients, stops the dry run
+        fixed_test_units(table, config["folds"]["level"])  # a split column that would leak stops the dry run
         return table
     except InputError as err:
         raise WorkflowError(f"histexpr error: {err}") from None
