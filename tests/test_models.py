@@ -301,3 +301,15 @@ def test_timm_encoder_loads_whole_or_stops(tmp_path):
         TimmFeatures("vit_small_patch16_224", str(tmp_path / "absent.bin"))
     with pytest.raises(ConfigError, match="needs extractor.timm.checkpoint"):
         TimmFeatures("vit_small_patch16_224", None)
+    # Virchow2's recipe on a tiny ViT: layer classes named in YAML, class token + mean patch token
+    options = {"mlp_layer": "SwiGLUPacked", "act_layer": "SiLU", "reg_tokens": 4, "dynamic_img_size": True}
+    swiglu = tmp_path / "swiglu.bin"
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0, mlp_layer=timm.layers.SwiGLUPacked,
+                                 act_layer=torch.nn.SiLU, reg_tokens=4).state_dict(), swiglu)
+    enc = TimmFeatures("vit_tiny_patch16_224", str(swiglu), input_px=32, kwargs=options, pool="cls_mean")
+    x = torch.rand(2, 3, 32, 32)
+    tokens = enc.net.forward_features((x - enc.mean) / enc.std)
+    torch.testing.assert_close(enc.encode(x), torch.cat([tokens[:, 0], tokens[:, 5:].mean(1)], -1))
+    assert enc.dim == 2 * 192 and isinstance(enc.net.blocks[0].mlp, timm.layers.GluMlp)  # SwiGLUPacked
+    with pytest.raises(ConfigError, match="kwargs.act_layer: 'os.system' is not a layer"):
+        TimmFeatures("vit_tiny_patch16_224", str(swiglu), kwargs={**options, "act_layer": "os.system"})

@@ -20,6 +20,7 @@ it is absent — use ``extractor.kind: autoencoder`` then):
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -104,9 +105,10 @@ class TimmFeatures(nn.Module):
     ``input_px`` / ``mean`` / ``std`` are set. Every tensor must load (a frozen encoder is never trained)."""
 
     kind = "timm"
+    POOLS = ("default", "cls_mean")
 
     def __init__(self, arch: str, checkpoint: str | None, input_px: int | None = None, mean=None, std=None,
-                 kwargs: dict | None = None, pretrained: bool = True):
+                 kwargs: dict | None = None, pretrained: bool = True, pool: str = "default"):
         super().__init__()
         import timm
         from timm.data import resolve_data_config
@@ -118,8 +120,11 @@ class TimmFeatures(nn.Module):
         if pretrained and not checkpoint:
             raise ConfigError(None, "extractor.kind: timm needs extractor.timm.checkpoint, a local weights file "
                                     "(nothing is downloaded)")
+        if pool not in self.POOLS:
+            raise ConfigError(None, f"extractor.timm.pool: {pool!r} is not one of {', '.join(self.POOLS)}")
+        self.pool = pool
         try:
-            self.net = timm.create_model(arch, pretrained=False, num_classes=0, **(kwargs or {}))
+            self.net = timm.create_model(arch, pretrained=False, num_classes=0, **_layer_options(kwargs or {}))
         except (RuntimeError, TypeError) as err:
             raise ConfigError(None, f"extractor.timm: cannot build {arch!r} ({err})") from None
         if pretrained:
@@ -129,7 +134,29 @@ class TimmFeatures(nn.Module):
         self.input_px = int(input_px or data["input_size"][-1])
         self.register_buffer("mean", torch.tensor(list(mean or data["mean"]), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std or data["std"]), dtype=torch.float32).view(1, 3, 1, 1))
-        self.dim = int(self.net.num_features)
+        self.dim = int(self.net.num_features) * (2 if pool == "cls_mean" else 1)
 
     def encode(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.net((x01 - self.mean) / self.std)
+        x = (x01 - self.mean) / self.std
+        if self.pool == "default":
+            return self.net(x)
+        # Virchow2's embedding: the class token beside the mean of the patch tokens (registers left out)
+        tokens = self.net.forward_features(x)
+        return torch.cat([tokens[:, 0], tokens[:, self.net.num_prefix_tokens:].mean(1)], dim=-1)
+
+
+def _layer_options(kwargs: dict) -> dict:
+    """``create_model`` options whose YAML value names a layer class (``mlp_layer: SwiGLUPacked``,
+    ``act_layer: SiLU``, as Virchow2's model card passes them) get the class, looked up by name in
+    ``timm.layers`` then ``torch.nn`` only: a config names a class, it never runs code."""
+    import timm.layers
+
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        if key.endswith("_layer") and isinstance(value, str):
+            cls = getattr(timm.layers, value, None) or getattr(nn, value, None)
+            if not (isinstance(cls, type) or isinstance(cls, functools.partial) and isinstance(cls.func, type)):
+                raise ConfigError(None, f"extractor.timm.kwargs.{key}: {value!r} is not a layer of timm.layers "
+                                        f"or torch.nn")
+            out[key] = cls
+    return out
