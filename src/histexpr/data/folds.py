@@ -63,6 +63,8 @@ def fold_test_groups(samples: pd.DataFrame, folds_cfg: dict) -> list[list[str]]:
     """Each fold's test units: the sheet's fixed test set (one fold), else ``folds.k`` cross-validation."""
     fixed = fixed_test_units(samples, folds_cfg["level"])
     if fixed is not None:
+        log.info("the sample sheet's split column fixes the test set: one fold, test %s(s) %s (folds.k unused)",
+                 folds_cfg["level"], ",".join(fixed))
         return [fixed]
     units = fold_units(samples, folds_cfg["level"]).unique().tolist()
     if len(units) < 2:
@@ -116,9 +118,6 @@ def make_folds(samples: pd.DataFrame, spots: pd.DataFrame, folds_cfg: dict) -> p
     unit_of = fold_units(samples, folds_cfg["level"])
     units = unit_of.unique().tolist()
     groups = fold_test_groups(samples, folds_cfg)
-    if fixed_test_units(samples, folds_cfg["level"]) is not None:
-        log.info("the sample sheet's split column fixes the test set: one fold, test %s(s) %s (folds.k unused)",
-                 folds_cfg["level"], ",".join(groups[0]))
     tables = []
     for f, test_units in enumerate(groups, start=1):
         unit = spots["sample"].map(unit_of)
