@@ -13,6 +13,7 @@ validation loss); test images are never looked at during training.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -32,14 +33,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClassifyConfig(FromDict):
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 16
-    lr: float = 1e-3
-    attention_lr: float = 1e-3
+    lr: float = 3e-3
+    attention_lr: float = 3e-3
     attention_beta1: float = 0.999
     baseline_momentum: float = 0.9
-    patience: int = 10
+    patience: int = 60
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 3
+    schedule: str = "cosine"
     augment: bool = True
+    rotate: bool = True
+    colour_jitter: float = 0.1
     view_scale: float = 0.25
     seed: int = 0
     eval_seed: int = 1234
@@ -66,18 +72,34 @@ def to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.require(images, requirements="W")).to(device).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal/vertical flips and ±10% brightness and contrast, per image (in place)."""
+def augment(x: torch.Tensor, gen: torch.Generator, rotate: bool = False, jitter: float = 0.1) -> torch.Tensor:
+    """Random horizontal and vertical flips per image, a rotation by a multiple of 90° per batch (``rotate``;
+    images of a batch share a shape, and a quarter turn swaps height and width), and brightness, contrast and
+    saturation factors in ``[1 - jitter, 1 + jitter]`` per image. ``x`` is ``(B, 3, H, W)`` in [-0.5, 0.5]."""
+    from .augment import colour_jitter
+
     b = x.shape[0]
     flip_h, flip_v = torch.rand(b, generator=gen) < 0.5, torch.rand(b, generator=gen) < 0.5
     if flip_h.any():
         x[flip_h.to(x.device)] = x[flip_h.to(x.device)].flip(3)
     if flip_v.any():
         x[flip_v.to(x.device)] = x[flip_v.to(x.device)].flip(2)
-    gain = (1 + 0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
-    shift = (0.2 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).to(x.device)
-    mean = x.mean((1, 2, 3), keepdim=True)
-    return x.mul_(gain).add_(mean * (1 - gain) + shift).clamp_(-0.5, 0.5)
+    if rotate and int(torch.randint(0, 2, (1,), generator=gen)):
+        x = torch.rot90(x, 1, dims=(2, 3)).contiguous()
+    if jitter > 0:
+        x = colour_jitter(x.add_(0.5), jitter, gen).sub_(0.5)
+    return x
+
+
+def lr_factor(epoch: float, cfg: ClassifyConfig) -> float:
+    """The learning-rate multiplier at (fractional, 0-based) ``epoch``: linear warm-up over ``warmup_epochs``,
+    then constant or a cosine decay to zero at ``epochs``."""
+    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+        return (epoch + 1e-3) / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        t = (epoch - cfg.warmup_epochs) / max(1e-9, cfg.epochs - cfg.warmup_epochs)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return 1.0
 
 
 def gather_patches(x: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.Tensor:
@@ -123,10 +145,14 @@ def step_loss(model, logits, y, a, idx, baseline: float | None) -> tuple[torch.T
 
 
 def optimisers(model, cfg: ClassifyConfig) -> list[torch.optim.Optimizer]:
+    """AdamW for each network (decoupled weight decay ``weight_decay``; 0 is the seed's Adam)."""
+    wd = cfg.weight_decay
     if isinstance(model, AttentionSampling) and model.attention is not None:
-        return [torch.optim.Adam(model.features.parameters(), lr=cfg.lr),
-                torch.optim.Adam(model.attention.parameters(), lr=cfg.attention_lr, betas=(cfg.attention_beta1, 0.999))]
-    return [torch.optim.Adam(model.parameters(), lr=cfg.lr)]
+        rest = [p for n, p in model.named_parameters() if not n.startswith("attention.")]
+        return [torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=wd),
+                torch.optim.AdamW(model.attention.parameters(), lr=cfg.attention_lr, betas=(cfg.attention_beta1, 0.999),
+                                  weight_decay=wd)]
+    return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=wd)]
 
 
 @torch.no_grad()
@@ -166,7 +192,11 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
                 continue  # BatchNorm needs two images
             x = to_float(images[r], device)
             if cfg.augment:
-                x = augment(x, gen)
+                x = augment(x, gen, cfg.rotate, cfg.colour_jitter)
+            for opt in opts:
+                f = lr_factor(epoch - 1 + start / len(perm), cfg)
+                for group in opt.param_groups:
+                    group["lr"] = group.setdefault("base_lr", group["lr"]) * f
             y = y_all[r].to(device)
             logits, a, idx = forward(model, x, cfg, gen)
             loss, ce = step_loss(model, logits, y, a, idx, baseline)
@@ -230,7 +260,7 @@ def run_fold(folds: pd.DataFrame, fold: int, setting: str, cfg: ClassifyConfig, 
     log.info("%s, fold %d, seed %d: %d classes %s; train/val/test images %d/%d/%d of %s px", setting, fold, cfg.seed,
              len(classes), classes, len(rows["train"]), len(rows["val"]), len(rows["test"]), images.shape[1:3])
     seed_everything(cfg.seed)
-    model = build_classifier(setting, len(classes), ats.get("estimator", "expectation"), ats.get("entropy", 0.01))
+    model = build_classifier(setting, len(classes), **ats)
     log.info("%s: %d parameters; estimator %s", setting, sum(p.numel() for p in model.parameters()),
              getattr(model, "estimator", "-") if getattr(model, "attention", None) is not None else "none")
     model, history = fit(model, images, labels, rows["train"], rows["val"], cfg, device)
@@ -251,14 +281,49 @@ def run_fold(folds: pd.DataFrame, fold: int, setting: str, cfg: ClassifyConfig, 
     return model, history, pred, classes
 
 
+def run_floor(folds: pd.DataFrame, fold: int, seed: int = 0):
+    """The ``colour_hist`` floor on one fold (:mod:`histexpr.models.histogram_floor`): its history (one row per
+    ``C``) and a predictions table like :func:`run_fold`'s."""
+    from ..models.histogram_floor import fit_floor, histogram_features
+
+    f = folds[folds["fold"] == fold].sort_values("index").reset_index(drop=True)
+    if f.empty:
+        raise ValueError(f"fold {fold} is not in the fold table")
+    classes = sorted(f["label"].unique())
+    labels = f["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    t0 = time.perf_counter()
+    images = load_images(f["image"].tolist())
+    features = np.stack([histogram_features(a) for a in images])
+    seconds = (time.perf_counter() - t0) / len(f)
+    rows = {s: np.flatnonzero(f["split"].to_numpy() == s) for s in ("train", "val", "test")}
+    model, history = fit_floor(features, labels, rows["train"], rows["val"], seed)
+    chosen = next(h for h in history if h["selected"])
+    progress.info("colour_hist: %d features, C = %g chosen on %d validation images", features.shape[1], chosen["C"],
+                  len(rows["val"]))
+    out = []
+    for split, r in rows.items():
+        if not len(r):
+            continue
+        probs = model.predict_proba(features[r])
+        part = f.loc[r, ["index", "image", "label", "split"]].copy()
+        part["pred"] = [classes[i] for i in probs.argmax(1)]
+        for i, c in enumerate(classes):
+            part[f"p_{c}"] = probs[:, i]
+        part["seconds_per_image"] = seconds
+        out.append(part)
+        log.info("%s accuracy %.3f", split, float((part["pred"] == part["label"]).mean()))
+    pred = pd.concat(out, ignore_index=True)
+    pred["pixels_per_image"] = images.shape[1] * images.shape[2]  # it reads the whole image
+    return pd.DataFrame(history), pred
+
+
 def load_classifier(path: str):
     """A trained classifier from its ``model.pt``: ``(model in eval mode, class names, view scale)``."""
     from ..models.ats import build_classifier
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ats = ckpt.get("ats") or {}
-    model = build_classifier(ckpt["setting"], len(ckpt["classes"]), ats.get("estimator", "expectation"),
-                             ats.get("entropy", 0.01))
+    model = build_classifier(ckpt["setting"], len(ckpt["classes"]), **ats)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), list(ckpt["classes"]), float(ckpt["view_scale"])
 
