@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .models.ats import parse_setting
+from .models.ats import FLOOR, parse_setting
 
 _RUN = re.compile(r"(?P<setting>[^/]+)/seed_(?P<seed>-?\d+)/fold_(?P<fold>\d+)/[^/]+$")
 
@@ -34,16 +34,41 @@ def load_runs(predictions: list[str], histories: list[str] | None = None) -> pd.
 def _order(settings) -> list[str]:
     def key(s):
         p = parse_setting(s)
-        return ({"ats": 0, "uniform": 1, "cnn": 2}[p["kind"]], p.get("patch_px", 0), p.get("n_patches", 0))
+        return ({"ats": 0, "uniform": 1, "cnn": 2, "floor": 3}[p["kind"]], p.get("patch_px", 0), p.get("n_patches", 0))
 
     return sorted(set(settings), key=key)
+
+
+def floor_margins(runs: pd.DataFrame, floor: str = FLOOR, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each setting's test accuracy minus the floor's, paired over images, with a 95% bootstrap interval.
+
+    An image's score is its test correctness averaged over the setting's seeds (every image is a test image
+    once per seed); the margin is the mean over images of ``score - floor score``, and the interval the 2.5 and
+    97.5 percentiles of that mean over ``n_boot`` resamples of the images (the same resamples for every
+    setting). Returns ``setting, dacc, dacc_lo, dacc_hi`` (fractions), empty when the floor did not run.
+    """
+    t = runs[runs["split"] == "test"].assign(correct=lambda d: (d["label"] == d["pred"]).astype(float))
+    score = t.pivot_table(index="index", columns="setting", values="correct", aggfunc="mean")
+    if floor not in score:
+        return pd.DataFrame(columns=["setting", "dacc", "dacc_lo", "dacc_hi"])
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, len(score), size=(n_boot, len(score)))
+    rows = []
+    for setting in _order(score.columns):
+        both = score[[setting, floor]].dropna()
+        d = (both[setting] - both[floor]).to_numpy()
+        means = d[boot % len(d)].mean(1) if len(d) else np.array([np.nan])
+        rows.append({"setting": setting, "dacc": float(d.mean()) if len(d) else np.nan,
+                     "dacc_lo": float(np.percentile(means, 2.5)), "dacc_hi": float(np.percentile(means, 97.5))})
+    return pd.DataFrame(rows)
 
 
 def accuracy_tables(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(per_run, summary, confusion)``.
 
     per_run: accuracy of each split, test seconds and pixels per image, per (setting, seed, fold);
-    summary: per setting, mean and sd over its runs of train and test accuracy, seconds and pixels per image;
+    summary: per setting, mean and sd over its runs of train and test accuracy, seconds and pixels per image,
+    and (when ``colour_hist`` ran) the margin over it with its interval (:func:`floor_margins`);
     confusion: test predictions pooled over runs, ``setting, true, predicted, count, fraction`` (of the true class).
     """
     runs = runs.assign(correct=runs["label"] == runs["pred"])
@@ -63,6 +88,9 @@ def accuracy_tables(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.
         row["pixels_per_image"] = int(r["pixels_per_image"].mean())
         rows.append(row)
     summary = pd.DataFrame(rows)
+    margins = floor_margins(runs)
+    if len(margins):
+        summary = summary.merge(margins, on="setting", how="left")
     t = runs[runs["split"] == "test"]
     conf = t.groupby(["setting", "label", "pred"]).size().rename("count").reset_index()
     classes = sorted(set(runs["label"]))
@@ -78,6 +106,10 @@ def format_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
     out = summary[["setting", "runs"]].copy()
     for col, name in (("train_acc", "train accuracy"), ("test_acc", "test accuracy")):
         out[name] = [f"{100 * m:.1f}% ± {100 * s:.1f}%" for m, s in zip(summary[col], summary[f"{col}_sd"])]
+    if "dacc" in summary:
+        out[f"Δ vs {FLOOR} [95% CI]"] = [
+            "floor" if s == FLOOR else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            for s, d, lo, hi in zip(summary["setting"], summary["dacc"], summary["dacc_lo"], summary["dacc_hi"])]
     out["ms / image"] = (1000 * summary["seconds_per_image"]).round(2)
     out["pixels / image"] = summary["pixels_per_image"]
     return out

@@ -179,6 +179,28 @@ def attention_figure(items: list[dict], path: str) -> None:
     _save(fig, path, dpi=100)
 
 
+def attention_concentration_figure(stats: pd.DataFrame, path: str, title: str) -> None:
+    """How far the learned attention is from uniform over the test images: histograms of the largest cell over
+    the mean cell (1 = uniform) and of the entropy over its uniform value ``log K`` (1 = uniform).
+
+    Args:
+        stats: one row per image with ``max_over_mean`` and ``entropy_ratio``.
+    """
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
+    ax1.hist(stats["max_over_mean"], bins=20, color="#8c2d04")
+    ax1.axvline(1.0, color="grey", ls="--", lw=1)
+    ax1.set_xlabel("largest attention / mean attention (1 = uniform)")
+    ax1.set_ylabel("test images")
+    ax1.set_title(f"median {stats['max_over_mean'].median():.1f}x uniform", fontsize=9)
+    ax2.hist(stats["entropy_ratio"], bins=20, range=(0, 1), color="#225ea8")
+    ax2.set_xlabel("entropy / log K (1 = uniform)")
+    ax2.set_title(f"median {stats['entropy_ratio'].median():.2f}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+
+
 # --- The study report (snakemake --report): tables, per-gene PCC, spatial maps, training curves -------------
 
 

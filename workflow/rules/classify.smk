@@ -1,5 +1,5 @@
 # Megapixel classification by attention sampling: sheet -> folds -> one job per
-# (setting, seed, fold) -> accuracy table, confusion matrix, attention maps.
+# (setting, seed, fold), and the colour_hist floor -> accuracy table, confusion matrix, attention maps.
 
 
 rule image_sheet:
@@ -56,6 +56,22 @@ rule train_classifier:
         "../../scripts/train_classifier.py"
 
 
+rule classification_floor:
+    input:
+        folds=f"{R}/folds.tsv",
+    output:
+        history=f"{R}/colour_hist/seed_{{seed}}/fold_{{fold}}/history.tsv",
+        predictions=f"{R}/colour_hist/seed_{{seed}}/fold_{{fold}}/predictions.tsv",
+    log:
+        f"{R}/logs/train/colour_hist/seed_{{seed}}/fold_{{fold}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/colour_hist/seed_{{seed}}/fold_{{fold}}.tsv"
+    conda:
+        ENV_TORCH
+    script:
+        "../../scripts/classification_floor.py"
+
+
 rule aggregate_classification:
     input:
         predictions=run_files("predictions.tsv"),
@@ -80,7 +96,13 @@ rule attention_maps:
         model=f"{R}/{{setting}}/seed_{SEEDS[0]}/fold_1/model.pt",
         predictions=f"{R}/{{setting}}/seed_{SEEDS[0]}/fold_1/predictions.tsv",
     output:
-        report(f"{R}/figures/attention/{{setting}}.png", caption="../report/attention.rst", category="Classification"),
+        maps=report(f"{R}/figures/attention/{{setting}}.png", caption="../report/attention.rst", category="Classification"),
+        concentration_figure=report(
+            f"{R}/figures/attention/{{setting}}_concentration.png",
+            caption="../report/attention_concentration.rst",
+            category="Classification",
+        ),
+        concentration=f"{R}/attention/{{setting}}.tsv",
     params:
         per_class=config["attention_maps"]["per_class"],
         view_scale=config["view_scale"],

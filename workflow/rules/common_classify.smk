@@ -5,6 +5,7 @@ import sys
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from histexpr.config import validate as validate_config
+from histexpr.data.megapixel import sheet_has_split
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 # Conda environments, one per family of rules, with the pins of requirements.txt; CPU rules need no PyTorch.
@@ -27,8 +28,17 @@ SETTINGS = (
     [f"ats-p{p}-n{n}" for p, n in GRID]
     + ([f"uniform-p{p}-n{n}" for p, n in GRID] if "uniform" in config["baselines"] else [])
     + (["cnn"] if "cnn" in config["baselines"] else [])
+    + ([config["floor"]] if config["floor"] else [])
 )
-FOLDS = list(range(1, config["folds"]["k"] + 1))
+
+
+def images_source():
+    images = config["images"]
+    return images if isinstance(images, str) else images["root"]
+
+
+# A sheet with a split column (or a train/ + test/ folder) fixes the test set: one fold.
+FOLDS = [1] if sheet_has_split(images_source()) else list(range(1, config["folds"]["k"] + 1))
 SEEDS = config["seeds"]
 
 
@@ -38,16 +48,15 @@ wildcard_constraints:
     seed=r"-?\d+",
 
 
-def images_source():
-    images = config["images"]
-    return images if isinstance(images, str) else images["root"]
-
-
 def run_files(name):
     return expand(f"{R}/{{setting}}/seed_{{seed}}/fold_{{fold}}/{name}", setting=SETTINGS, seed=SEEDS, fold=FOLDS)
 
 
 def classify_targets(wildcards):
     ats = [s for s in SETTINGS if s.startswith("ats-")]
-    return [f"{R}/accuracy.tsv", f"{R}/confusion.tsv", f"{R}/figures/confusion.png"] + expand(
-        f"{R}/figures/attention/{{setting}}.png", setting=ats if config["attention_maps"]["per_class"] else [])
+    maps = ats if config["attention_maps"]["per_class"] else []
+    return (
+        [f"{R}/accuracy.tsv", f"{R}/confusion.tsv", f"{R}/figures/confusion.png"]
+        + expand(f"{R}/figures/attention/{{setting}}.png", setting=maps)
+        + expand(f"{R}/figures/attention/{{setting}}_concentration.png", setting=maps)
+    )
