@@ -13,6 +13,8 @@ import pytest
 import yaml
 from conftest import HER2ST_SPOTS, LYMPHOMA, REPO, run_snakemake, write_st_sample
 
+from histexpr.data.megapixel import build_image_sheet
+
 pytestmark = pytest.mark.workflow
 
 TINY_TRAINING = {
@@ -572,16 +574,24 @@ def test_lymphoma_branch_writes_accuracy_confusion_and_attention_maps(lymphoma_r
     out = lymphoma_run
     acc = pd.read_csv(out / "accuracy.tsv", sep="\t")
     print("\n" + (out / "logs" / "aggregate_classification.log").read_text())
-    assert acc["setting"].tolist() == ["ats-p15-n5", "uniform-p15-n5", "cnn"]
+    assert acc["setting"].tolist() == ["ats-p15-n5", "uniform-p15-n5", "cnn", "colour_hist"]  # the floor last
     assert (acc["runs"] == 2).all()
+    floor = acc.set_index("setting").loc["colour_hist"]
+    assert floor["test_acc"] > 0.6 and floor["dacc"] == 0  # histograms tell the subtypes apart; its own margin 0
+    assert (acc["dacc_lo"] <= acc["dacc"]).all() and (acc["dacc"] <= acc["dacc_hi"]).all()
+    conc = pd.read_csv(out / "attention" / "ats-p15-n5.tsv", sep="\t")
+    fold1 = pd.read_csv(out / "folds.tsv", sep="\t").query("fold == 1 and split == 'test'")
+    assert sorted(conc["image"]) == sorted(fold1["image"])  # every test image of fold 1
+    assert (conc["max_over_mean"] >= 1).all() and conc["entropy_ratio"].between(0, 1 + 1e-9).all()
     assert acc[["train_acc", "test_acc"]].apply(lambda c: c.between(0, 1)).all().all()
     view = 104 * 78  # the 417 x 312 images at view_scale 0.25
     assert acc.set_index("setting")["pixels_per_image"].to_dict() == {
-        "ats-p15-n5": view + 5 * 15 * 15, "uniform-p15-n5": view + 5 * 15 * 15, "cnn": view}
+        "ats-p15-n5": view + 5 * 15 * 15, "uniform-p15-n5": view + 5 * 15 * 15, "cnn": view, "colour_hist": 417 * 312}
     conf = pd.read_csv(out / "confusion.tsv", sep="\t")
     per_setting = conf.groupby("setting")["count"].sum()
     assert (per_setting == len(list(LYMPHOMA.glob("*/*.png")))).all()  # every image tested once (2 folds)
-    for png in (out / "figures" / "confusion.png", out / "figures" / "attention" / "ats-p15-n5.png"):
+    for png in (out / "figures" / "confusion.png", out / "figures" / "attention" / "ats-p15-n5.png",
+                out / "figures" / "attention" / "ats-p15-n5_concentration.png"):
         assert png.stat().st_size > 10_000
     folds = pd.read_csv(out / "folds.tsv", sep="\t")
     for _, f in folds.groupby("fold"):  # no test image in training or model selection
@@ -648,3 +658,33 @@ def test_a_timm_encoder_from_a_local_checkpoint_embeds_once_for_all_folds(her2st
     assert f"loaded {len(torch.load(ckpt, weights_only=True))} tensors from {ckpt}" in log
     m = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert set(m["model"]) == {"knn", "probe", "colour_ridge", "depth_oracle"} and (m["n_folds"] == 2).all()
+
+
+def test_a_split_column_trains_only_on_train_images_and_tests_only_on_test_images(lymphoma_root, tmp_path):
+    """An image sheet with split: train|test is one fold, known when the workflow is parsed: every run (the
+    networks and the floor) fits on train images, selects on some of them, and is tested on exactly the rest."""
+    sheet = build_image_sheet(lymphoma_root).iloc[::5].reset_index(drop=True)
+    sheet["split"] = np.where(np.arange(len(sheet)) % 4 == 0, "test", "train")
+    sheet.to_csv(tmp_path / "images.tsv", sep="\t", index=False)
+    cfg = yaml.safe_load((REPO / "config" / "lymphoma.yaml").read_text())
+    cfg.update(images=str(tmp_path / "images.tsv"), grid={"patch_px": [15], "n_patches": [5]}, baselines=["cnn"],
+               attention_maps={"per_class": 0}, train={**cfg["train"], "epochs": 1, "warmup_epochs": 0})
+    path = tmp_path / "split.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(tmp_path, path, "-n")
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = _job_counts(res.stdout)
+    assert (jobs["train_classifier"], jobs["classification_floor"]) == (2, 1), jobs  # ats + cnn, one fold
+    res = run_snakemake(tmp_path, path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    out = tmp_path / "results" / "lymphoma"
+    train, test = (set(sheet.loc[sheet["split"] == s, "image"]) for s in ("train", "test"))
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    assert set(folds["fold"]) == {1}
+    assert set(folds.loc[folds.split == "test", "image"]) == test
+    assert set(folds.loc[folds.split != "test", "image"]) == train and (folds.split == "val").any()
+    for setting in ("ats-p15-n5", "cnn", "colour_hist"):
+        pred = pd.read_csv(out / setting / "seed_0" / "fold_1" / "predictions.tsv", sep="\t")
+        assert set(pred.loc[pred.split == "test", "image"]) == test, setting
+        assert set(pred.loc[pred.split != "test", "image"]) <= train, setting
+    assert pd.read_csv(out / "accuracy.tsv", sep="\t")["runs"].eq(1).all()

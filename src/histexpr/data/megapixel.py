@@ -26,11 +26,26 @@ from ..errors import InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".bmp")
 
 
+SPLITS = ("train", "test")
+
+
 def build_image_sheet(root: str | os.PathLike) -> pd.DataFrame:
-    """One row per image (``image``, ``label``) from ``root/<class>/<image>``; classes sorted by name."""
+    """One row per image (``image``, ``label``) from ``root/<class>/<image>``; classes sorted by name.
+
+    A root holding exactly ``train/`` and ``test/``, each with class sub-folders (the layout of torchvision's
+    ImageFolder splits), gives a ``split`` column as well: a fixed test set.
+    """
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise InputError(root, "image folder not found (one sub-folder per class expected)")
+    subdirs = {d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")}
+    if subdirs == set(SPLITS):
+        parts = [_class_folders(os.path.join(root, s)).assign(split=s) for s in SPLITS]
+        return check_split(pd.concat(parts, ignore_index=True), root)
+    return _class_folders(root)
+
+
+def _class_folders(root: str) -> pd.DataFrame:
     rows = []
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     for c in classes:
@@ -43,8 +58,29 @@ def build_image_sheet(root: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def check_split(sheet: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A sheet's ``split`` column: ``train`` or ``test`` on every row, both present, every test class trained on,
+    no image on both sides."""
+    bad = sorted(set(sheet["split"]) - set(SPLITS))
+    if bad:
+        raise InputError(source, f"split must be train or test on every row, found {bad}")
+    if set(sheet["split"]) != set(SPLITS):
+        raise InputError(source, f"the split column needs both train and test images, found only {sorted(set(sheet['split']))}")
+    train = sheet[sheet["split"] == "train"]
+    unseen = sorted(set(sheet.loc[sheet["split"] == "test", "label"]) - set(train["label"]))
+    if unseen:
+        raise InputError(source, f"test class(es) {unseen} have no training image")
+    if train["label"].nunique() < 2:
+        raise InputError(source, "the training images need at least two classes")
+    both = set(train["image"]) & set(sheet.loc[sheet["split"] == "test", "image"])
+    if both:
+        raise InputError(source, f"{len(both)} image(s) are both train and test, e.g. {sorted(both)[0]}")
+    return sheet
+
+
 def read_image_sheet(path: str | os.PathLike) -> pd.DataFrame:
-    """A user's sheet: a TSV with columns ``image`` and ``label`` (paths relative to the sheet's folder)."""
+    """A user's sheet: a TSV with columns ``image`` and ``label`` (paths relative to the sheet's folder) and
+    optionally ``split`` (``train`` / ``test``: a fixed test set, see :func:`split_folds`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(path, "image sheet not found")
@@ -59,7 +95,23 @@ def read_image_sheet(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(path, f"{len(absent)} image(s) not found, e.g. {absent[0]}")
     if sheet["label"].nunique() < 2:
         raise InputError(path, "needs at least two classes")
+    if "split" in sheet:
+        sheet["split"] = sheet["split"].str.strip().str.lower()
+        return check_split(sheet[["image", "label", "split"]], path)
     return sheet[["image", "label"]]
+
+
+def sheet_has_split(source: str | os.PathLike) -> bool:
+    """Whether an image source (a sheet, or a folder in the ``train/`` + ``test/`` layout) fixes the test set;
+    cheap enough for the workflow to call while it is parsed."""
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        subdirs = {d for d in os.listdir(source) if os.path.isdir(os.path.join(source, d)) and not d.startswith(".")}
+        return subdirs == set(SPLITS)
+    if os.path.isfile(source):
+        with open(source) as fh:
+            return "split" in fh.readline().rstrip("\n").split("\t")
+    return False
 
 
 def stratified_folds(labels: np.ndarray, k: int, val_fraction: float, seed: int) -> pd.DataFrame:
@@ -79,6 +131,22 @@ def stratified_folds(labels: np.ndarray, k: int, val_fraction: float, seed: int)
         for split, idx in (("train", fit), ("val", val), ("test", test)):
             rows += [{"index": int(i), "fold": fold, "split": split} for i in idx]
     return pd.DataFrame(rows).sort_values(["fold", "index"]).reset_index(drop=True)
+
+
+def split_folds(labels: np.ndarray, split: np.ndarray, val_fraction: float, seed: int) -> pd.DataFrame:
+    """One fold (rows ``index, fold, split``) whose test images are exactly those marked ``test``; validation
+    is ``val_fraction`` of the ``train`` images, stratified by class."""
+    from sklearn.model_selection import train_test_split
+
+    labels, split = np.asarray(labels), np.asarray(split)
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    counts = pd.Series(labels[train]).value_counts()
+    stratify = labels[train] if counts.min() >= 2 else None
+    fit, val = (train, np.array([], int)) if val_fraction <= 0 else train_test_split(
+        train, test_size=val_fraction, stratify=stratify, random_state=seed + 1)
+    rows = [{"index": int(i), "fold": 1, "split": s} for s, idx in (("train", fit), ("val", val), ("test", test))
+            for i in idx]
+    return pd.DataFrame(rows).sort_values("index").reset_index(drop=True)
 
 
 def view_shape(height: int, width: int, scale: float) -> tuple[int, int]:
