@@ -176,8 +176,8 @@ def test_a_trained_model_classifies_a_slide_read_lazily(lymphoma, tmp_path):
     slide.close()
 
 
-@pytest.mark.parametrize("setting,estimator", [("ats-p15-n5", "expectation"), ("ats-p15-n5", "reinforce"),
-                                               ("uniform-p15-n5", "expectation"), ("cnn", "expectation")])
+# expectation, uniform and cnn: test_ats_learning.py fits 12 images to 100% in at most 100 steps
+@pytest.mark.parametrize("setting,estimator", [("ats-p15-n5", "reinforce")])
 def test_a_few_steps_lower_the_loss_on_real_images(lymphoma, setting, estimator):
     sheet, images = lymphoma
     labels = sheet["label"].iloc[::10].map({"CLL": 0, "FL": 1, "MCL": 2}).to_numpy()
