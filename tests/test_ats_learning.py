@@ -59,7 +59,7 @@ def test_twelve_images_are_fitted_in_at_most_100_steps(twelve, setting):
     images, labels = twelve
     torch.manual_seed(0)
     model = build_classifier(setting, 3, "expectation")
-    cfg = ClassifyConfig(view_scale=0.25, lr=3e-3, attention_lr=3e-3, weight_decay=0.0, batch_size=12)
+    cfg = ClassifyConfig(view_scale=0.25, weight_decay=0.0, batch_size=12)  # the default learning rates, constant
     opts, gen, rows = optimisers(model, cfg), torch.Generator().manual_seed(0), np.arange(len(labels))
     x, y = to_float(images, torch.device("cpu")), torch.as_tensor(labels)
     history = []

@@ -37,6 +37,8 @@ Where we depart from the seed, and why (each measured on the lymphoma images, RE
   its logits are mostly the bias, the same for every patch, and training sat at chance;
 * a learned scale ``s`` (kept as ``log s``, 5 at the start) on the unit-norm logits: with ``s = 1`` (the seed)
   no class can pass a probability of 0.63 of three, so the cross-entropy cannot fall below 0.46.
+* no entropy term (``λ = 0``), and the attention's own Adam at lr 0.02 with β1 = 0.9: with the seed's
+  ``λ = 0.01``, lr 0.001 and β1 = 0.999 the learned attention stayed within 1.4× of uniform.
 The attention network is the seed's (it already has BatchNorm).
 """
 
@@ -146,7 +148,7 @@ class AttentionSampling(nn.Module):
     """The attention-sampling classifier (``sampler="attention"``) or its uniform-sampling baseline."""
 
     def __init__(self, n_classes: int, n_patches: int, patch_px: int, sampler: str = "attention",
-                 estimator: str = "reinforce", entropy: float = 0.01, logit_scale: float = 5.0,
+                 estimator: str = "reinforce", entropy: float = 0.0, logit_scale: float = 5.0,
                  learn_scale: bool = True, width: int = 16, norm: str = "batch"):
         super().__init__()
         if sampler not in ("attention", "uniform"):
@@ -221,7 +223,7 @@ def parse_setting(name: str) -> dict:
     return {"kind": kind, "patch_px": int(p[1:]), "n_patches": int(n[1:])}
 
 
-def build_classifier(setting: str, n_classes: int, estimator: str = "reinforce", entropy: float = 0.01,
+def build_classifier(setting: str, n_classes: int, estimator: str = "reinforce", entropy: float = 0.0,
                      logit_scale: float = 5.0, learn_scale: bool = True, width: int = 16, norm: str = "batch",
                      view_norm: str = "batch") -> nn.Module:
     """The model of a setting name (``ats:`` in the config sets the keywords). The seed's networks are

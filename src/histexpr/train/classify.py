@@ -36,8 +36,8 @@ class ClassifyConfig(FromDict):
     epochs: int = 60
     batch_size: int = 16
     lr: float = 3e-3
-    attention_lr: float = 3e-3
-    attention_beta1: float = 0.999
+    attention_lr: float = 2e-2
+    attention_beta1: float = 0.9
     baseline_momentum: float = 0.9
     patience: int = 60
     weight_decay: float = 1e-4
