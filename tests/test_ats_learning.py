@@ -12,7 +12,7 @@ from histexpr.data.megapixel import build_image_sheet, read_image_sheet, sheet_h
 from histexpr.errors import InputError
 from histexpr.models.ats import AttentionNet, FeatureNet, ViewCNN, build_classifier
 from histexpr.models.histogram_floor import fit_floor, histogram_features
-from histexpr.train.classify import ClassifyConfig, evaluate, forward, load_images, optimisers, step_loss, to_float
+from histexpr.train.classify import ClassifyConfig, evaluate, load_images, optimisers, to_float, train_step
 
 CLASSES = {"CLL": 0, "FL": 1, "MCL": 2}
 
@@ -65,13 +65,7 @@ def test_twelve_images_are_fitted_in_at_most_100_steps(twelve, setting):
     history = []
     for step in range(1, 101):
         model.train()
-        logits, a, idx = forward(model, x.clone(), cfg, gen)
-        loss, ce = step_loss(model, logits, y, a, idx, None)
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        for o in opts:
-            o.step()
+        _, ce = train_step(model, opts, x.clone(), y, cfg, gen, None)
         if step % 10 == 0:  # train accuracy as evaluation measures it: eval mode, the fixed evaluation draw
             history.append((step, round(float(ce.mean()), 3), evaluate(model, images, rows, labels, cfg,
                                                                        torch.device("cpu"))["accuracy"]))

@@ -155,6 +155,20 @@ def optimisers(model, cfg: ClassifyConfig) -> list[torch.optim.Optimizer]:
     return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=wd)]
 
 
+def train_step(model, opts: list[torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor, cfg: ClassifyConfig,
+               gen: torch.Generator, baseline: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One gradient step of every network on the batch ``x (B, 3, H, W)``, ``y (B,)``; returns the batch's
+    class logits and per-image cross-entropy (detached)."""
+    logits, a, idx = forward(model, x, cfg, gen)
+    loss, ce = step_loss(model, logits, y, a, idx, baseline)
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in opts:
+        opt.step()
+    return logits.detach(), ce.detach()
+
+
 @torch.no_grad()
 def evaluate(model, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, cfg: ClassifyConfig,
              device: torch.device) -> dict:
@@ -198,14 +212,8 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
                 for group in opt.param_groups:
                     group["lr"] = group.setdefault("base_lr", group["lr"]) * f
             y = y_all[r].to(device)
-            logits, a, idx = forward(model, x, cfg, gen)
-            loss, ce = step_loss(model, logits, y, a, idx, baseline)
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in opts:
-                opt.step()
-            m = float(ce.detach().mean())
+            logits, ce = train_step(model, opts, x, y, cfg, gen, baseline)
+            m = float(ce.mean())
             baseline = m if baseline is None else cfg.baseline_momentum * baseline + (1 - cfg.baseline_momentum) * m
             losses.append(m)
             correct += int((logits.argmax(1) == y).sum())
