@@ -1,10 +1,13 @@
 """Index the fold's training embeddings with FAISS and retrieve every window's exemplars."""
 
+import time
+
 import anndata as ad
 import faiss
 import numpy as np
 
-from histexpr.retrieval import build_index, exemplar_table, search_exemplars
+from histexpr.retrieval import exemplar_table, find_exemplars
+from histexpr.retrieval.exemplars import AUTO_FLAT_MAX, sampled_recall
 from histexpr.utils import atomic_path, setup_logging, write_table
 
 log = setup_logging(snakemake.log[0])
@@ -16,8 +19,17 @@ assert len(emb) == len(obs), "embeddings and fold expression disagree"
 pool_rows = np.flatnonzero(obs["split"].to_numpy() == "train")
 groups = {"patient": obs["patient"].astype(str).to_numpy(), "sample": obs["sample"].astype(str).to_numpy(),
           "none": obs.index.to_numpy()}[cfg["exclude"]]
-index = build_index(emb[pool_rows], cfg["metric"])
-local, dist = search_exemplars(index, emb, groups, groups[pool_rows], cfg["k"], cfg["metric"])
+if cfg["index"] == "flat" and len(pool_rows) > AUTO_FLAT_MAX:
+    log.warning("exact (flat) search over %d pool windows grows with their square; exemplars.index: ivf or auto "
+                "searches approximately, keeping the exclusion exact (recall@k in this log)", len(pool_rows))
+t0 = time.perf_counter()
+index, local, dist, kind = find_exemplars(emb[pool_rows], emb, groups, groups[pool_rows], cfg)
+log.info("%s search: %d queries against %d pool windows (d = %d), k = %d, in %.1f s", kind, len(emb), len(pool_rows),
+         emb.shape[1], cfg["k"], time.perf_counter() - t0)
+if kind in ("ivf", "hnsw") and cfg["recall_sample"] > 0:
+    r, n = sampled_recall(emb[pool_rows], emb, groups, groups[pool_rows], local, cfg["k"], cfg["metric"],
+                          cfg["recall_sample"], cfg["seed"])
+    log.info("%s recall@%d against exact search on %d random queries: %.4f", kind, cfg["k"], n, r)
 rows = np.where(local >= 0, pool_rows[np.where(local >= 0, local, 0)], -1)
 n_have = (rows >= 0).sum(axis=1)
 for split in ("train", "val", "test"):
