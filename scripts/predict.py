@@ -1,11 +1,11 @@
 """Predict expression for every tissue window of a slide with no spatial data, with one trained run."""
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from histexpr.data.fold import FoldData
+from histexpr.data.windows import tile_sample
 from histexpr.errors import ConfigError, InputError
 from histexpr.io.image import open_image
 from histexpr.plots import heatmap_figure
@@ -35,7 +35,7 @@ with open_image(inp.image, check_decode=True) as image:
     windows, xy, grid = tile_tissue(image, um_per_px, tiling["window_um"], tiling["window_px"], cfg["stride_um"],
                                     cfg["min_tissue"])
 
-tiles = {Path(p).stem: p for p in inp.tiles} if "tiles" in inp.keys() else None
+tiles = {tile_sample(p): p for p in inp.tiles} if "tiles" in inp.keys() else None
 fold = FoldData.load(inp.expression, window_paths=tiles, embeddings=inp.get("embeddings"),
                      exemplars=inp.get("exemplars"))
 pool = np.load(inp.exemplars)["pool"] if "exemplars" in inp.keys() else None

@@ -4,8 +4,9 @@ from pathlib import Path
 import pandas as pd
 
 from histexpr.data.section import SPOT_DIAMETER_UM, tile_section
+from histexpr.data.windows import write_windows
 from histexpr.plots import spot_qc_figure
-from histexpr.utils import setup_logging, write_h5ad, write_npy
+from histexpr.utils import setup_logging, write_h5ad
 
 log = setup_logging(snakemake.log[0])
 
@@ -22,5 +23,11 @@ spot_qc_figure(sec.thumbnail, sec.thumb_scale, sec.spots, SPOT_DIAMETER_UM[row["
                f"{sample} (patient {row['patient']}): {t['kept']} of {len(sec.spots)} spots kept, "
                f"{100 * t['spots_on_tissue']:.0f}% on tissue; {t['um_per_px']:.3f} um/px ({t['um_per_px_source']})",
                snakemake.output.qc)
-write_npy(sec.windows, snakemake.output.windows)
+tiling = snakemake.params.tiling
+stats = write_windows(sec.windows, snakemake.output.windows, tiling["store"], tiling["jpeg_quality"])
+msg = f"{stats['n']} windows stored as {tiling['store']}: {stats['bytes'] / 2**20:.1f} MiB, " \
+      f"{100 * stats['bytes'] / max(1, stats['uint8_bytes']):.1f}% of the uint8 bytes"
+if "psnr_mean_db" in stats:
+    msg += f"; JPEG quality {tiling['jpeg_quality']}, PSNR {stats['psnr_mean_db']:.1f} dB (lowest {stats['psnr_min_db']:.1f})"
+log.info(msg)
 write_h5ad(sec.adata, snakemake.output.adata)

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from histexpr.data.fold import FoldData
+from histexpr.data.windows import tile_sample
 from histexpr.models import get_model
 from histexpr.models.catalog import split_run
 from histexpr.models.weights import fitted_state
@@ -32,7 +33,7 @@ cfg = TrainConfig.from_dict(snakemake.params.train)
 set_threads(snakemake.threads)
 seed_everything(cfg.seed)
 inp = snakemake.input
-tiles = {Path(p).stem: p for p in inp.tiles} if "tiles" in inp.keys() else None
+tiles = {tile_sample(p): p for p in inp.tiles} if "tiles" in inp.keys() else None
 data = FoldData.load(inp.expression, window_paths=tiles, embeddings=inp.get("embeddings"),
                      exemplars=inp.get("exemplars"))
 test_rows = data.index("test")

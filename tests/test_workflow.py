@@ -34,6 +34,7 @@ def run_her2st(work: Path, root: Path, *targets: str, **overrides) -> Path:
     cfg = yaml.safe_load((REPO / "config" / "her2st.yaml").read_text())
     cfg["samples"]["root"] = str(root)
     cfg["tiling"]["window_px"] = 64
+    cfg["tiling"].update(overrides.pop("tiling", {}))
     cfg.update(overrides)
     path = work / "her2st.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -312,6 +313,26 @@ def test_gpu_runner_bundles_and_runs_a_study(her2st_run, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     table = pd.read_csv(tmp_path / "run" / "table.tsv", sep="\t")
     assert set(table["model"]) == {"colour_ridge", "knn", "vit", "egn"} and (table["n_folds"] == 2).all()
+
+
+def test_a_jpeg_window_store_and_ivf_exemplars_train_egn_on_a_fold(her2st_root, tmp_path):
+    """tiling.store: jpeg and exemplars.index: ivf through the rule graph, up to EGN's fold-1 metrics."""
+    cfg = run_her2st(tmp_path, her2st_root, "results/her2st/egn/raw/fold_1/metrics.tsv", **TINY_TRAINING,
+                     models=["egn"], exemplars={"index": "ivf", "nprobe": 2}, tiling={"store": "jpeg"})
+    out = tmp_path / "results" / "her2st"
+    tiles = sorted((out / "tiles").iterdir())
+    assert [p.name for p in tiles] == [f"{s}.jpg.h5" for s in sorted(HER2ST_SPOTS)]
+    log = (out / "logs" / "tile" / "C2.log").read_text()
+    assert re.search(r"windows stored as jpeg: .*JPEG quality 90, PSNR \d+\.\d dB", log), log
+    ex_log = (out / "logs" / "exemplars" / "fold_1.log").read_text()
+    assert "ivf search:" in ex_log and re.search(r"ivf recall@9 against exact search on \d+ random queries", ex_log)
+    ex = pd.read_csv(out / "fold_1" / "exemplars.tsv", sep="\t")
+    assert len(ex) and (ex["query_patient"] != ex["exemplar_patient"]).all()
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    test_patients = set(folds.loc[(folds["fold"] == 1) & (folds["split"] == "test"), "patient"])
+    assert test_patients and not (set(ex["exemplar_patient"]) & test_patients)
+    metrics = pd.read_csv(out / "egn" / "raw" / "fold_1" / "metrics.tsv", sep="\t")
+    assert len(metrics) and cfg.exists()
 
 
 def test_single_fold_reruns_by_target(her2st_run):

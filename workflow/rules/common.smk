@@ -32,6 +32,8 @@ config.update(
 )
 
 R = f"results/{config['study']}"
+# windows on disk: .npy (uint8) or .jpg.h5 (JPEG store), by tiling.store
+TILE_SUFFIX = {"npy": ".npy", "jpeg": ".jpg.h5"}[config["tiling"]["store"]]
 PROTOCOLS = config["expression"]["protocols"]
 REFERENCE = config["evaluation"]["reference"]
 ORACLE = config["evaluation"]["oracle"]
@@ -149,7 +151,7 @@ def sample_h5ads(wildcards):
 
 
 def sample_tiles(wildcards):
-    return expand(f"{R}/tiles/{{sample}}.npy", sample=sample_names())
+    return expand(f"{R}/tiles/{{sample}}{TILE_SUFFIX}", sample=sample_names())
 
 
 # A frozen encoder (extractor.kind resnet50, alexnet_lpips, timm) embeds every window once for the study;

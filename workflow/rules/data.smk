@@ -61,7 +61,7 @@ rule tile:
     input:
         unpack(tile_inputs),
     output:
-        windows=f"{R}/tiles/{{sample}}.npy",
+        windows=f"{R}/tiles/{{sample}}{TILE_SUFFIX}",
         adata=f"{R}/samples/{{sample}}.h5ad",
         qc=report(
             f"{R}/qc/{{sample}}.png",

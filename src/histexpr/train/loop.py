@@ -90,7 +90,8 @@ class DeviceFold:
                                else torch.as_tensor(np.asarray(data.exemplar_index), dtype=torch.long).to(device))
         self.windows = data.windows
         if windows and data.windows is not None:
-            self.windows = torch.as_tensor(data.windows[np.arange(len(data.windows))]).to(device)
+            self.windows = (data.windows.to_tensor(device) if hasattr(data.windows, "to_tensor")
+                            else torch.as_tensor(data.windows[np.arange(len(data.windows))]).to(device))
 
 
 def _take(array, rows, device: torch.device) -> torch.Tensor:
