@@ -108,7 +108,7 @@ def test_auto_index_by_pool_size_and_device():
     from histexpr.retrieval.exemplars import AUTO_FLAT_MAX, resolve_index
 
     assert resolve_index("auto", AUTO_FLAT_MAX, cuda=False) == "flat"
-    assert resolve_index("auto", AUTO_FLAT_MAX + 1, cuda=False) == "ivf"
+    assert resolve_index("auto", AUTO_FLAT_MAX + 1, cuda=False) == "hnsw"
     assert resolve_index("auto", 10, cuda=True) == "torch"
     assert resolve_index("hnsw", 10, cuda=True) == "hnsw"
     with pytest.raises(ValueError, match="unknown exemplar index"):
