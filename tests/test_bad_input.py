@@ -111,7 +111,7 @@ def test_unknown_config_key_names_file_and_key():
         validate(cfg, SCHEMA, "my.yaml")
     cfg.pop("tilling")
     cfg["tiling"]["window_microns"] = 3
-    with pytest.raises(ConfigError, match="unknown key 'window_microns' in tiling; allowed keys: max_image_megapixels"):
+    with pytest.raises(ConfigError, match=r"unknown key 'window_microns' in tiling; allowed keys: .*\bwindow_um\b"):
         validate(cfg, SCHEMA, "my.yaml")
     cfg["tiling"].pop("window_microns")
     cfg["folds"]["level"] = "slide"

@@ -70,3 +70,15 @@ def test_a_file_that_is_not_a_window_store_is_named(tmp_path):
         JpegWindows(tmp_path / "y.jpg.h5")
     with pytest.raises(ValueError, match="uint8"):
         write_windows(np.zeros((2, 8, 8, 3), np.float32), tmp_path / "z.npy")
+
+
+def test_psnr_of_full_size_windows_matches_the_float_definition():
+    """224-px windows: the squared error sums past 2^31, so an int32 accumulator would wrap."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    b = np.stack([np.full_like(a[0], 255), a[1], 255 - a[2]])
+    a[0] = 0
+    ref = 10 * np.log10(255.0**2 / ((a[2].astype(float) - b[2]) ** 2).mean())
+    got = psnr(a, b)
+    assert got[0] == pytest.approx(0.0) and got[1] == np.inf
+    assert got[2] == pytest.approx(ref, abs=1e-9)
