@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/python -m histexpr.show results/demo
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slurm" tests
+	$(BIN)/python -m pytest -q -m "not slurm" --durations=20 tests
 
 # A real SLURM cluster on localhost (installs slurm-wlm + munge with apt when missing; needs root), the demo
 # study submitted through profiles/slurm, the same metrics as a local run; the daemons stop afterwards.
