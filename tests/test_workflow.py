@@ -315,26 +315,6 @@ def test_gpu_runner_bundles_and_runs_a_study(her2st_run, tmp_path):
     assert set(table["model"]) == {"colour_ridge", "knn", "vit", "egn"} and (table["n_folds"] == 2).all()
 
 
-def test_a_jpeg_window_store_and_ivf_exemplars_train_egn_on_a_fold(her2st_root, tmp_path):
-    """tiling.store: jpeg and exemplars.index: ivf through the rule graph, up to EGN's fold-1 metrics."""
-    cfg = run_her2st(tmp_path, her2st_root, "results/her2st/egn/raw/fold_1/metrics.tsv", **TINY_TRAINING,
-                     models=["egn"], exemplars={"index": "ivf", "nprobe": 2}, tiling={"store": "jpeg"})
-    out = tmp_path / "results" / "her2st"
-    tiles = sorted((out / "tiles").iterdir())
-    assert [p.name for p in tiles] == [f"{s}.jpg.h5" for s in sorted(HER2ST_SPOTS)]
-    log = (out / "logs" / "tile" / "C2.log").read_text()
-    assert re.search(r"windows stored as jpeg: .*JPEG quality 90, PSNR \d+\.\d dB", log), log
-    ex_log = (out / "logs" / "exemplars" / "fold_1.log").read_text()
-    assert "ivf search:" in ex_log and re.search(r"ivf recall@9 against exact search on \d+ random queries", ex_log)
-    ex = pd.read_csv(out / "fold_1" / "exemplars.tsv", sep="\t")
-    assert len(ex) and (ex["query_patient"] != ex["exemplar_patient"]).all()
-    folds = pd.read_csv(out / "folds.tsv", sep="\t")
-    test_patients = set(folds.loc[(folds["fold"] == 1) & (folds["split"] == "test"), "patient"])
-    assert test_patients and not (set(ex["exemplar_patient"]) & test_patients)
-    metrics = pd.read_csv(out / "egn" / "raw" / "fold_1" / "metrics.tsv", sep="\t")
-    assert len(metrics) and cfg.exists()
-
-
 def test_single_fold_reruns_by_target(her2st_run):
     work, cfg, out = her2st_run
     target = out / "vit" / "raw" / "fold_1" / "metrics.tsv"
@@ -660,7 +640,8 @@ def test_a_dry_run_lists_every_job_before_anything_has_run(tmp_path):
 
 def test_a_timm_encoder_from_a_local_checkpoint_embeds_once_for_all_folds(her2st_root, tmp_path):
     """extractor.kind: timm with a saved (random) vit_small_patch16_224 in the published format: the whole
-    graph runs, one embedding job for the study, the probe and knn on its space, the oracle in the table."""
+    graph runs, one embedding job for the study, the probe and knn on its space, the oracle in the table.
+    The same run stores its windows as JPEG (tiling.store) and searches fold 1's exemplars with ivf."""
     import timm
     import torch
 
@@ -668,10 +649,24 @@ def test_a_timm_encoder_from_a_local_checkpoint_embeds_once_for_all_folds(her2st
     torch.save(timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0).state_dict(), ckpt)
     timm_cfg = {"arch": "vit_small_patch16_224", "checkpoint": str(ckpt), "input_px": 32,
                 "kwargs": {"dynamic_img_size": True}}
-    run_her2st(tmp_path, her2st_root, extractor={"kind": "timm", "timm": timm_cfg}, models=["knn", "probe"],
+    run_her2st(tmp_path, her2st_root, "all", "results/her2st/fold_1/exemplars.tsv",
+               extractor={"kind": "timm", "timm": timm_cfg}, models=["knn", "probe"],
                expression={"top_n": 50, "log1p": True, "protocols": ["raw"]},
-               model_params={"probe": {"n_components": 16}})
+               model_params={"probe": {"n_components": 16}},
+               exemplars={"index": "ivf", "nprobe": 2}, tiling={"store": "jpeg"})
     out = tmp_path / "results" / "her2st"
+    # the JPEG store: every sample's windows in one file, its cost in the tile log, read by embed and fit
+    assert sorted(p.name for p in (out / "tiles").iterdir()) == [f"{s}.jpg.h5" for s in sorted(HER2ST_SPOTS)]
+    log = (out / "logs" / "tile" / "C2.log").read_text()
+    assert re.search(r"windows stored as jpeg: .*JPEG quality 90, PSNR \d+\.\d dB", log), log
+    # ivf exemplars: recall logged, the exclusion rule exact (never the own patient, never a test patient)
+    ex_log = (out / "logs" / "exemplars" / "fold_1.log").read_text()
+    assert "ivf search:" in ex_log and re.search(r"ivf recall@9 against exact search on \d+ random queries", ex_log)
+    ex = pd.read_csv(out / "fold_1" / "exemplars.tsv", sep="\t")
+    assert len(ex) and (ex["query_patient"] != ex["exemplar_patient"]).all()
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    test_patients = set(folds.loc[(folds["fold"] == 1) & (folds["split"] == "test"), "patient"])
+    assert test_patients and not (set(ex["exemplar_patient"]) & test_patients)
     bench = out / "benchmarks"
     assert (bench / "embed_study.tsv").exists() and not (bench / "embed").exists()  # once, not per fold
     assert not (bench / "train_extractor").exists()
