@@ -107,6 +107,23 @@ def test_reinforce_moves_attention_towards_low_loss_draws():
     assert model.attend(view)[:, 0, 0].mean() > a[:, 0, 0].mean()
 
 
+def test_reinforce_weights_are_the_seeds_ratio_or_the_unbiased_estimators_without_gradient():
+    torch.manual_seed(0)
+    view = torch.randn(3, 3, 6, 8)
+    seed = AttentionSampling(3, 5, 4, estimator="reinforce", reinforce_weights="attention")
+    unbiased = AttentionSampling(3, 5, 4, estimator="reinforce")  # the default
+    unbiased.load_state_dict(seed.state_dict())
+    a = seed.attend(view)
+    idx = seed.sample(a, torch.Generator().manual_seed(1))
+    p = a.reshape(3, -1).gather(1, idx)
+    w_seed, w_unbiased = seed.weights(a, idx), unbiased.weights(a, idx)
+    torch.testing.assert_close(w_seed, p / p.sum(1, keepdim=True))
+    torch.testing.assert_close(w_unbiased, expectation_weights(p))
+    assert not w_seed.requires_grad and not w_unbiased.requires_grad  # the attention learns by the policy gradient
+    with pytest.raises(ValueError, match="reinforce_weights"):
+        AttentionSampling(3, 5, 4, reinforce_weights="ratio")
+
+
 def ce_value(logits, y):
     return torch.nn.functional.cross_entropy(logits.detach(), y)
 
@@ -197,3 +214,15 @@ def test_a_few_steps_lower_the_loss_on_real_images(lymphoma, setting, estimator)
             o.step()
         losses.append(float(ce.detach().mean()))
     assert np.mean(losses[-5:]) < losses[0] - 0.05, [round(v, 3) for v in losses]
+
+
+def test_a_reinforce_model_saved_before_reinforce_weights_loads_with_the_seeds_weights(tmp_path):
+    from histexpr.train.classify import load_classifier
+
+    ats = {"estimator": "reinforce", "entropy": 0.0}  # the ats block of a model.pt written before the option
+    model = build_classifier("ats-p8-n3", 3, **ats)
+    for name, block in (("old", ats), ("new", {**ats, "reinforce_weights": "unbiased"})):
+        torch.save({"setting": "ats-p8-n3", "classes": ["CLL", "FL", "MCL"], "ats": block, "view_scale": 0.25,
+                    "state_dict": model.state_dict()}, tmp_path / f"{name}.pt")
+    assert load_classifier(str(tmp_path / "old.pt"))[0].reinforce_weights == "attention"
+    assert load_classifier(str(tmp_path / "new.pt"))[0].reinforce_weights == "unbiased"

@@ -13,11 +13,12 @@ is their attention-weighted average, then a softmax::
 
 Two ways to learn the attention (``estimator``):
 
-* ``reinforce`` (the seed): ``w_i = a_{s_i} / Σ_j a_{s_j}`` (no gradient); the
-  attention net follows the policy gradient of the sample's loss with a
-  running-mean baseline, ``(L - L̄) ∇ log p(s_1..s_N)``, where ``p`` is the
-  probability of the ordered draw without replacement,
-  ``Π_i a_{s_i} / (1 - Σ_{j<i} a_{s_j})``;
+* ``reinforce`` (the seed): the attention net follows the policy gradient of
+  the sample's loss with a running-mean baseline, ``(L - L̄) ∇ log p(s_1..s_N)``,
+  where ``p`` is the probability of the ordered draw without replacement,
+  ``Π_i a_{s_i} / (1 - Σ_{j<i} a_{s_j})``; the weights carry no gradient:
+  the expectation estimator's ``w`` below (``reinforce_weights="unbiased"``) or
+  the seed's ``w_i = a_{s_i} / Σ_j a_{s_j}`` (``"attention"``);
 * ``expectation`` (Katharopoulos & Fleuret): the unbiased estimator of
   ``E_{i~a}[f_i] = Σ_i a_i f_i`` for sampling without replacement,
   ``(1/N) Σ_k [Σ_{j<k} a_{s_j} f_{s_j} + (1 - Σ_{j<k} a_{s_j}) f_{s_k}]``, i.e.
@@ -37,6 +38,9 @@ Where we depart from the seed, and why (each measured on the lymphoma images, RE
   its logits are mostly the bias, the same for every patch, and training sat at chance;
 * a learned scale ``s`` (kept as ``log s``, 5 at the start) on the unit-norm logits: with ``s = 1`` (the seed)
   no class can pass a probability of 0.63 of three, so the cross-entropy cannot fall below 0.46.
+* reinforce weighs the sampled logits by the unbiased estimator's ``w``, not the seed's ``a_s / Σ a_s``: the
+  patches are already drawn from ``a``, so weighing them by ``a`` again counts the attention twice, and as
+  the attention sharpens one or two patches carry the whole sum (5 folds: 91.7% against the seed's 86.7%).
 * no entropy term (``λ = 0``), and the attention's own Adam at lr 0.02 with β1 = 0.9: with the seed's
   ``λ = 0.01``, lr 0.001 and β1 = 0.999 the learned attention stayed within 1.4× of uniform.
 The attention network is the seed's (it already has BatchNorm).
@@ -49,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ESTIMATORS = ("reinforce", "expectation")
+REINFORCE_WEIGHTS = ("attention", "unbiased")
 NORMS = ("batch", "group", "none")
 FLOOR = "colour_hist"  # the histogram floor of models/histogram_floor.py, listed with the settings
 
@@ -149,8 +154,11 @@ class AttentionSampling(nn.Module):
 
     def __init__(self, n_classes: int, n_patches: int, patch_px: int, sampler: str = "attention",
                  estimator: str = "reinforce", entropy: float = 0.0, logit_scale: float = 5.0,
-                 learn_scale: bool = True, width: int = 16, norm: str = "batch"):
+                 learn_scale: bool = True, width: int = 16, norm: str = "batch", reinforce_weights: str = "unbiased"):
         super().__init__()
+        if reinforce_weights not in REINFORCE_WEIGHTS:
+            raise ValueError(f"unknown reinforce_weights {reinforce_weights!r}; choose from {REINFORCE_WEIGHTS}")
+        self.reinforce_weights = reinforce_weights
         if sampler not in ("attention", "uniform"):
             raise ValueError(f"unknown sampler {sampler!r}")
         if estimator not in ESTIMATORS:
@@ -184,6 +192,8 @@ class AttentionSampling(nn.Module):
         p = a.reshape(a.shape[0], -1).gather(1, idx)
         if self.estimator == "expectation":
             return expectation_weights(p)
+        if self.reinforce_weights == "unbiased":
+            return expectation_weights(p).detach()
         return (p / p.sum(1, keepdim=True)).detach()
 
     def classify(self, patches: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -225,13 +235,13 @@ def parse_setting(name: str) -> dict:
 
 def build_classifier(setting: str, n_classes: int, estimator: str = "reinforce", entropy: float = 0.0,
                      logit_scale: float = 5.0, learn_scale: bool = True, width: int = 16, norm: str = "batch",
-                     view_norm: str = "batch") -> nn.Module:
+                     view_norm: str = "batch", reinforce_weights: str = "unbiased") -> nn.Module:
     """The model of a setting name (``ats:`` in the config sets the keywords). The seed's networks are
-    ``logit_scale=1, learn_scale=False, norm="none", view_norm="none"``."""
+    ``logit_scale=1, learn_scale=False, norm="none", view_norm="none", reinforce_weights="attention"``."""
     s = parse_setting(setting)
     if s["kind"] == "floor":
         raise ValueError(f"{setting} is the histogram floor, not a network (see models/histogram_floor.py)")
     if s["kind"] == "cnn":
         return ViewCNN(n_classes, width, view_norm)
     return AttentionSampling(n_classes, s["n_patches"], s["patch_px"], "attention" if s["kind"] == "ats" else "uniform",
-                             estimator, entropy, logit_scale, learn_scale, width, norm)
+                             estimator, entropy, logit_scale, learn_scale, width, norm, reinforce_weights)

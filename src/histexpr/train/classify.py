@@ -330,7 +330,7 @@ def load_classifier(path: str):
     from ..models.ats import build_classifier
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ats = ckpt.get("ats") or {}
+    ats = {"reinforce_weights": "attention", **(ckpt.get("ats") or {})}  # models saved before the option: the seed's
     model = build_classifier(ckpt["setting"], len(ckpt["classes"]), **ats)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), list(ckpt["classes"]), float(ckpt["view_scale"])
