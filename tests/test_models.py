@@ -313,3 +313,27 @@ def test_timm_encoder_loads_whole_or_stops(tmp_path):
     assert enc.dim == 2 * 192 and isinstance(enc.net.blocks[0].mlp, timm.layers.GluMlp)  # SwiGLUPacked
     with pytest.raises(ConfigError, match="kwargs.act_layer: 'os.system' is not a layer"):
         TimmFeatures("vit_tiny_patch16_224", str(swiglu), kwargs={**options, "act_layer": "os.system"})
+
+
+def test_timm_encoder_reads_the_image_trunk_of_a_conch_layout_checkpoint(tmp_path):
+    """CONCH's pytorch_model.bin holds its image trunk (a timm ViT, no pooling) under visual.trunk., beside the
+    text tower and the attention pooler: ``prefix`` reads the trunk alone, whole."""
+    import timm
+
+    from histexpr.errors import ConfigError
+    from histexpr.models.pretrained_features import TimmFeatures
+
+    trunk = timm.create_model("vit_tiny_patch16_224", num_classes=0, global_pool="", img_size=64).eval()
+    state = {f"visual.trunk.{k}": v for k, v in trunk.state_dict().items()}
+    state |= {"visual.attn_pool_contrast.query": torch.randn(1, 192), "text.token_embedding.weight": torch.randn(9, 8),
+              "logit_scale": torch.tensor(2.0)}
+    ckpt = tmp_path / "pytorch_model.bin"
+    torch.save(state, ckpt)
+    enc = TimmFeatures("vit_tiny_patch16_224", str(ckpt), kwargs={"img_size": 64}, prefix="visual.trunk.")
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.eval().encode(x), trunk.forward_features((x - enc.mean) / enc.std)[:, 0])
+    with pytest.raises(ConfigError, match="pytorch_model.bin: .*no tensor of this checkpoint matches"):
+        TimmFeatures("vit_tiny_patch16_224", str(ckpt), kwargs={"img_size": 64})
+    with pytest.raises(ConfigError, match="no key of this checkpoint starts with the prefix 'visual.encoder.'"):
+        TimmFeatures("vit_tiny_patch16_224", str(ckpt), kwargs={"img_size": 64}, prefix="visual.encoder.")

@@ -102,13 +102,15 @@ class TimmFeatures(nn.Module):
     architecture with weights from a local file: a pathology foundation model (UNI:
     ``vit_large_patch16_224`` with ``init_values: 1e-5``; Virchow2, H-optimus, GigaPath have timm names too)
     or any other. The encoder's own input size and normalisation come from timm's pretrained config unless
-    ``input_px`` / ``mean`` / ``std`` are set. Every tensor must load (a frozen encoder is never trained)."""
+    ``input_px`` / ``mean`` / ``std`` are set. Every tensor must load (a frozen encoder is never trained).
+    ``prefix`` picks the encoder out of a larger checkpoint: CONCH's image trunk is a timm ViT-B/16 at 448 px
+    under ``visual.trunk.`` (its text tower and attention pooler are left unread)."""
 
     kind = "timm"
     POOLS = ("default", "cls_mean")
 
     def __init__(self, arch: str, checkpoint: str | None, input_px: int | None = None, mean=None, std=None,
-                 kwargs: dict | None = None, pretrained: bool = True, pool: str = "default"):
+                 kwargs: dict | None = None, pretrained: bool = True, pool: str = "default", prefix: str = ""):
         super().__init__()
         import timm
         from timm.data import resolve_data_config
@@ -129,7 +131,7 @@ class TimmFeatures(nn.Module):
             raise ConfigError(None, f"extractor.timm: cannot build {arch!r} ({err})") from None
         if pretrained:
             load_pretrained(self.net, checkpoint, f"extractor timm {arch}", skip=("head.", "fc.", "classifier."),
-                            strict=True)
+                            prefix=prefix, strict=True)
         data = resolve_data_config({}, model=self.net)
         self.input_px = int(input_px or data["input_size"][-1])
         self.register_buffer("mean", torch.tensor(list(mean or data["mean"]), dtype=torch.float32).view(1, 3, 1, 1))

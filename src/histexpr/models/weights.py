@@ -43,6 +43,7 @@ def load_pretrained(module: nn.Module, path: str | None, name: str, skip: tuple[
         raise ConfigError(path, f"{name}: pretrained_checkpoint does not exist")
     state = read_state_dict(path)
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    read_keys = list(state)
     state = {k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in state.items()}
     own = module.state_dict()
     keep = {k: v for k, v in state.items()
@@ -52,6 +53,9 @@ def load_pretrained(module: nn.Module, path: str | None, name: str, skip: tuple[
     log.info("%s: loaded %d tensors from %s (%d of the model's left at initialisation, %d with another shape "
              "skipped)", name, len(keep), path, len(missing), len(wrong_shape))
     if not keep:
+        if prefix and not any(k.startswith(prefix) for k in read_keys):
+            raise ConfigError(path, f"{name}: no key of this checkpoint starts with the prefix {prefix!r} "
+                                    f"(its keys start e.g. {', '.join(sorted(read_keys)[:3])})")
         raise ConfigError(path, f"{name}: no tensor of this checkpoint matches the model; is it the right architecture?")
     if strict and (missing or wrong_shape):
         bad = sorted(missing) + sorted(wrong_shape)

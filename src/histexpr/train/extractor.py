@@ -64,7 +64,7 @@ def build_extractor(params: dict, pretrained: bool = True) -> torch.nn.Module:
 
         t = p.get("timm") or {}
         return TimmFeatures(t.get("arch"), t.get("checkpoint"), t.get("input_px"), t.get("mean"), t.get("std"),
-                            t.get("kwargs"), pretrained, t.get("pool") or "default")
+                            t.get("kwargs"), pretrained, t.get("pool") or "default", t.get("prefix") or "")
     raise ConfigError(None, f"unknown extractor kind {p['kind']!r}; choose one of {', '.join(KINDS)}")
 
 
