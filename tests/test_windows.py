@@ -82,3 +82,26 @@ def test_psnr_of_full_size_windows_matches_the_float_definition():
     got = psnr(a, b)
     assert got[0] == pytest.approx(0.0) and got[1] == np.inf
     assert got[2] == pytest.approx(ref, abs=1e-9)
+
+
+def test_a_corrupt_or_foreign_window_file_is_one_error_naming_it(c2_windows, tmp_path):
+    import h5py
+
+    from histexpr.data.windows import open_windows
+    from histexpr.errors import InputError
+
+    path = tmp_path / "C2.jpg.h5"
+    write_windows(c2_windows[:8], path, "jpeg")
+    with h5py.File(path, "r+") as f:  # zero a run of the first window's JPEG header
+        f["jpeg"][20:400] = 0
+    store = open_windows(path)
+    assert store[[5]].shape == (1, 224, 224, 3)  # the other windows still read
+    with pytest.raises(InputError, match=r"C2.jpg.h5: windows 0..1 do not decode as 224-px JPEGs .*tile the sample"):
+        store[[0, 1]]
+    (tmp_path / "B1.jpg.h5").write_text("not an HDF5 file")
+    with pytest.raises(InputError, match="B1.jpg.h5: cannot read the window store"):
+        open_windows(tmp_path / "B1.jpg.h5")
+    with h5py.File(tmp_path / "D1.jpg.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(InputError, match="D1.jpg.h5: not a histexpr JPEG window store"):
+        open_windows(tmp_path / "D1.jpg.h5")

@@ -18,8 +18,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 
 import numpy as np
+
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +121,16 @@ class JpegWindows:
         try:
             with h5py.File(self.path, "r") as f:
                 if f.attrs.get("format") != JPEG_FORMAT:
-                    raise ValueError(f"{self.path}: not a histexpr JPEG window store "
-                                     f"(format {f.attrs.get('format')!r}, expected {JPEG_FORMAT!r})")
+                    raise InputError(self.path, f"not a histexpr JPEG window store "
+                                                f"(format {f.attrs.get('format')!r}, expected {JPEG_FORMAT!r})")
                 self.shape = tuple(int(v) for v in f.attrs["shape"])
                 self.offsets = f["offsets"][()]
                 self.quality = int(f.attrs["quality"])
                 self._bytes = f["jpeg"][()] if in_memory else None
         except OSError as e:
-            raise ValueError(f"{self.path}: cannot read the window store ({e})") from e
+            raise InputError(self.path, f"cannot read the window store ({e})") from e
         if len(self.offsets) != self.shape[0] + 1:
-            raise ValueError(f"{self.path}: {len(self.offsets) - 1} offsets for {self.shape[0]} windows")
+            raise InputError(self.path, f"{len(self.offsets) - 1} offsets for {self.shape[0]} windows")
         self._file = None
 
     def __len__(self) -> int:
@@ -144,10 +147,18 @@ class JpegWindows:
         ds = self._file["jpeg"]
         return [ds[self.offsets[i]:self.offsets[i + 1]] for i in idx]
 
+    def decode(self, idx, device=None):
+        """Windows ``idx`` decoded (:func:`decode_jpeg`); a corrupt one is an error naming this file."""
+        try:
+            return decode_jpeg(self.blobs(idx), device)
+        except RuntimeError as e:  # torchvision's decoder: bad bytes, or windows of another size
+            why = re.sub(r"^.*\.cpp:\d+, ", "", (str(e).strip().splitlines() or [type(e).__name__])[0])
+            raise InputError(self.path, f"windows {idx[0]}..{idx[-1]} do not decode as {self.shape[1]}-px JPEGs "
+                                        f"({why[:200]}); tile the sample again") from e
+
     def __getitem__(self, idx) -> np.ndarray:
         idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
-        out = decode_jpeg(self.blobs(idx))
-        return out if len(idx) else np.zeros((0,) + self.shape[1:], dtype=np.uint8)
+        return self.decode(idx) if len(idx) else np.zeros((0,) + self.shape[1:], dtype=np.uint8)
 
     def __getstate__(self):  # an open HDF5 handle does not cross process boundaries
         return {**self.__dict__, "_file": None}
@@ -218,7 +229,7 @@ class WindowStore:
         for a, start in zip(self.arrays, self.offsets[:-1]):
             for i in range(0, len(a), batch):
                 rows = np.arange(i, min(i + batch, len(a)))
-                part = (decode_jpeg(a.blobs(rows), device) if isinstance(a, JpegWindows)
+                part = (a.decode(rows, device) if isinstance(a, JpegWindows)
                         else torch.as_tensor(np.asarray(a[rows])).to(device))
                 out[start + i:start + i + len(rows)] = part
         return out
