@@ -93,7 +93,7 @@ def project(rows: list[dict], n: int) -> dict:
                 slope = np.log(v / a[key]) / np.log(b["N"] / a["N"])
                 out[key] = v * (n / b["N"]) ** slope
     for key in [k for k in out if k.endswith("_s") and k != "exact_s" and not k.endswith("build_s")]:
-        out[key.replace("_s", "_speedup")] = out["exact_s"] / out[key]
+        out[key.removesuffix("_s") + "_speedup"] = out["exact_s"] / out[key]
     return out
 
 
