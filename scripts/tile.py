@@ -16,7 +16,8 @@ row = {k: (v if v != "" else None) for k, v in sheet.set_index("sample").loc[sam
 row["sample"] = sample
 # a section failing the placement check gets its spots drawn beside the log (the rule's outputs are removed)
 sec = tile_section(row, snakemake.params.tiling, snakemake.params.min_counts,
-                   qc_on_failure=str(Path(snakemake.log[0]).with_suffix(".misplaced.png")))
+                   qc_on_failure=str(Path(snakemake.log[0]).with_suffix(".misplaced.png")),
+                   sheet=snakemake.params.sheet)
 t = sec.adata.uns["tiling"]
 spot_qc_figure(sec.thumbnail, sec.thumb_scale, sec.spots, SPOT_DIAMETER_UM[row["format"]] / t["um_per_px"],
                t["window_size_level0_px"],

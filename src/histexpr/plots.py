@@ -375,40 +375,47 @@ QC_COLOURS = {"kept": "#1a9641", "background": "#d7191c", "edge": "#2c7bb6", "lo
 
 def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spot_diameter_px: float,
                    window_px: float, title: str, path: str) -> None:
-    """The slide thumbnail with every spot drawn in its status' colour (kept, or why it was dropped), and the
-    window of the first kept spot outlined, so a reader sees at a glance that the spots sit on the tissue.
+    """The slide thumbnail with every spot drawn in its status' colour (kept, or why it was dropped) as a circle
+    of the spot's diameter, and the window of the first kept spot outlined, so a reader sees at a glance that the
+    spots sit on the tissue.
 
     Args:
         spots: ``x``, ``y`` (level-0 px; NaN where unknown), ``status``.
         scale: thumbnail px per level-0 px; ``spot_diameter_px``, ``window_px``: level-0 px.
     """
     plt = _plt()
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     h, w = thumbnail.shape[:2]
     fig, ax = plt.subplots(figsize=(7.5, 7.5 * h / w + 0.8))
     ax.imshow(thumbnail)
-    # marker size in points^2 from the spot's diameter in thumbnail px
-    px_per_pt = fig.dpi / 72 * (ax.get_window_extent().width / w)
-    s = max(4.0, (spot_diameter_px * scale / px_per_pt) ** 2)
+    d = spot_diameter_px * scale  # circles in data (thumbnail px) units: the spot's true diameter at any size
     placed = spots.dropna(subset=["x", "y"])
+    handles = []
     for status, colour in QC_COLOURS.items():
         part = placed[placed["status"] == status]
         n = int((spots["status"] == status).sum())
         if n:
-            ax.scatter(part["x"] * scale, part["y"] * scale, s=s, facecolors="none", edgecolors=colour,
-                       linewidths=1.0, label=f"{status.replace('_', ' ')} ({n}"
-                                             + (f", {n - len(part)} without position" if n > len(part) else "") + ")")
+            ax.add_collection(EllipseCollection(np.full(len(part), d), np.full(len(part), d), np.zeros(len(part)),
+                                                units="xy", offsets=np.column_stack([part["x"], part["y"]]) * scale,
+                                                offset_transform=ax.transData, facecolors="none",
+                                                edgecolors=colour, linewidths=1.0))
+            handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec=colour, ms=7,
+                                  label=f"{status.replace('_', ' ')} ({n}"
+                                        + (f", {n - len(part)} without position" if n > len(part) else "") + ")"))
     kept = placed[placed["status"] == "kept"]
     if len(kept) and window_px > 0:
         x, y = kept.iloc[0][["x", "y"]]
         side = window_px * scale
         ax.add_patch(Rectangle((x * scale - side / 2, y * scale - side / 2), side, side, fill=False,
-                               edgecolor="yellow", linewidth=1.5, label=f"window ({window_px:.0f} px at level 0)"))
+                               edgecolor="yellow", linewidth=1.5))
+        handles.append(Rectangle((0, 0), 1, 1, fill=False, edgecolor="yellow", linewidth=1.5,
+                                 label=f"window ({window_px:.0f} px at level 0)"))
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7, frameon=False,
-              markerscale=min(1.0, float(np.sqrt(60.0 / s))))  # legend circles at a readable size
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7, frameon=False)
     _save(fig, path, dpi=110)

@@ -72,6 +72,7 @@ rule tile:
     params:
         tiling=config["tiling"],
         min_counts=config["expression"]["min_counts"],
+        sheet=sheet_source(),
     log:
         f"{R}/logs/tile/{{sample}}.log",
     benchmark:

@@ -25,9 +25,13 @@ from ..io.image import DEFAULT_MAX_MEGAPIXELS, open_image
 from ..io.sheet import read_sample
 from .expression import low_count_spots
 from .tiling import (
+    PLATFORM_FORMAT,
+    GridEstimate,
     check_spots_on_image,
+    detect_st_design,
+    estimate_grid,
     estimate_um_per_px,
-    estimate_um_per_px_from_array,
+    grid_pitch_um,
     spot_placement,
     tile_spots,
     tissue_mask,
@@ -35,7 +39,9 @@ from .tiling import (
 
 log = logging.getLogger(__name__)
 
-SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}
+SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}  # 1k and 2k arrays alike
+GRID_ANISOTROPY_WARN = 0.05  # warn when the grid's x and y um/px differ by more than this
+UPSAMPLE_WARN = 2.0  # warn when windows are upsampled more than this
 DROP_REASONS = ("unselected", "outside_tissue", "no_counts", "no_position", "low_counts", "edge", "background")
 
 
@@ -48,13 +54,40 @@ class TiledSection:
     thumb_scale: float
 
 
-def pixel_size(row: dict, adata: ad.AnnData, slide, pitch_um: float) -> tuple[float, str, float | None]:
+def array_design(row: dict, adata: ad.AnnData, sheet: str | None = None) -> tuple[str, str]:
+    """``(platform, why)``: the array design of a section, from the sample sheet's ``platform`` column when set
+    (checked against the coordinates), else read off the array coordinates (:func:`detect_st_design`)."""
+    given = row.get("platform") or None
+    if given and PLATFORM_FORMAT[given] != row["format"]:
+        raise InputError(sheet, f"row of sample {row['sample']!r}: platform {given!r} is not a {row['format']} "
+                                f"layout (format {row['format']!r})")
+    if row["format"] != "st":
+        return row["format"], "sample sheet format"
+    found = detect_st_design(adata.obs["array_x"], adata.obs["array_y"])
+    if given is None:
+        return found.platform, f"detected: {found.why}"
+    if given == "st_2k":
+        contradicts = found.axis_pairs > 0 or found.parity_share < 0.99
+    else:
+        contradicts = found.platform == "st_2k"
+    if contradicts:
+        raise InputError(sheet or row["spots"], f"row of sample {row['sample']!r}: platform {given!r}, but the "
+                                                f"array coordinates in {row['spots']} are a "
+                                                f"{'1k' if given == 'st_2k' else '2k'} design ({found.why}; "
+                                                f"{100 * found.parity_share:.0f}% of spots share the parity of "
+                                                f"x + y); fix or remove the platform value")
+    return given, "sample sheet"
+
+
+def pixel_size(row: dict, adata: ad.AnnData, slide, platform: str,
+               spot_pitch_um: dict) -> tuple[float, str, GridEstimate | None]:
     """``(um_per_px, source, grid estimate)``: the sheet, the Visium scale factors, the image's metadata, else
-    the array grid (an affine fit, right for sparse subsets of the array too)."""
+    the array grid of the section's design (neighbour distances, or an affine fit for sparse subsets)."""
     xy = np.asarray(adata.obsm["spatial"])
-    grid = estimate_um_per_px_from_array(adata.obs["array_x"], adata.obs["array_y"], xy, row["format"], pitch_um)
+    step, nn = grid_pitch_um(platform, spot_pitch_um)
+    grid = estimate_grid(adata.obs["array_x"], adata.obs["array_y"], xy, platform, step)
     if grid is None and len(xy) > 1:
-        grid = estimate_um_per_px(xy, pitch_um)
+        grid = GridEstimate(estimate_um_per_px(xy, nn), "nearest spot")
     if row.get("um_per_px"):
         return float(row["um_per_px"]), "sample sheet", grid
     if "um_per_px" in adata.uns:
@@ -62,7 +95,7 @@ def pixel_size(row: dict, adata: ad.AnnData, slide, pitch_um: float) -> tuple[fl
     if slide.mpp:
         return slide.mpp, "image metadata", grid
     if grid:
-        return grid, f"array grid ({pitch_um:g} um pitch)", grid
+        return grid.um_per_px, f"array grid ({platform}, {step:g} um a step)", grid
     raise InputError(row["spots"], "a single spot and no pixel size; set um_per_px in the sample sheet")
 
 
@@ -83,7 +116,8 @@ def _misplaced_figure(thumb, scale, mask, xy, row, um_per_px, path) -> None:
                    f"{row['sample']}: FAILED the placement check, {100 * on.mean():.0f}% of spots on tissue", path)
 
 
-def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure: str | None = None) -> TiledSection:
+def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure: str | None = None,
+                 sheet: str | None = None) -> TiledSection:
     """Read, check and tile one sample-sheet row (see the module docstring).
 
     Args:
@@ -92,6 +126,7 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
         tiling: the config's ``tiling`` block.
         min_counts: spot QC (``expression.min_counts``).
         qc_on_failure: where to draw the spots (on or off the tissue) when the placement check fails.
+        sheet: the user's sample sheet, named in errors about a row's values.
     """
     sample = row["sample"]
     adata, image = read_sample(row)  # validates counts, spots and their join before any pixel is decoded
@@ -109,20 +144,27 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
                                    "x": xy_low[:, 0], "y": xy_low[:, 1]}))
         adata = adata[~low].copy()
     xy = np.asarray(adata.obsm["spatial"])
-    pitch = tiling["spot_pitch_um"][row["format"]]
+    platform, platform_why = array_design(row, adata, sheet)
+    pitch = grid_pitch_um(platform, tiling["spot_pitch_um"])[1]  # um between nearest spots
+    log.info("%s: array design %s (%s)", sample, platform, platform_why)
     with open_image(image) as slide:
         slide.check_size(tiling.get("max_image_megapixels", DEFAULT_MAX_MEGAPIXELS))
         check_spots_on_image(xy, slide.width, slide.height, row["spots"], image)
-        um_per_px, source, grid = pixel_size(row, adata, slide, pitch)
+        um_per_px, source, grid = pixel_size(row, adata, slide, platform, tiling["spot_pitch_um"])
+        g = grid.um_per_px if grid else None
         log.info("%s: %.4f um/px from %s (array grid suggests %s); image %s (%s)", sample, um_per_px, source,
-                 f"{grid:.4f}" if grid else "n/a", image, adata.uns.get("image_source", "sample sheet"))
-        if grid and abs(grid / um_per_px - 1) > 0.2:
+                 f"{g:.4f} by {grid.method}" if grid else "n/a", image, adata.uns.get("image_source", "sample sheet"))
+        if g and abs(g / um_per_px - 1) > 0.2:
             log.warning("%s: pixel size from %s (%.4f um/px) differs from the array grid's (%.4f) by %.0f%%; "
-                        "check um_per_px and pixel_scale", sample, source, um_per_px, grid,
-                        100 * abs(grid / um_per_px - 1))
+                        "check um_per_px and pixel_scale", sample, source, um_per_px, g, 100 * abs(g / um_per_px - 1))
+        if grid and grid.anisotropy > GRID_ANISOTROPY_WARN:
+            log.warning("%s: the spot grid is stretched: %.3f um/px along array x, %.3f along y (%.0f%% apart); "
+                        "windows use %.4f um/px on both axes; check the spot file's pixel coordinates", sample,
+                        grid.x_um_per_px, grid.y_um_per_px, 100 * grid.anisotropy, um_per_px)
         side = tiling["window_um"] / um_per_px
-        if side < tiling["window_px"] / 4:
-            log.warning("%s: a %.0f um window is %.1f px of %s; windows are upsampled %.0fx to %d px", sample,
+        if side < tiling["window_px"] / UPSAMPLE_WARN:
+            log.warning("%s: a %.0f um window is %.1f px of %s; windows are upsampled %.1fx to %d px (blurred; "
+                        "a higher-resolution image or a smaller tiling.window_px avoids it)", sample,
                         tiling["window_um"], side, image, tiling["window_px"] / side, tiling["window_px"])
     with open_image(image, check_decode=True) as slide:
         thumb, thumb_scale = slide.thumbnail(tiling["thumbnail_px"])
@@ -184,6 +226,10 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
     out.uns["tiling"] = {**{k: int(v) for k, v in c.items()}, "um_per_px": um_per_px, "um_per_px_source": source,
                          "image_source": adata.uns.get("image_source", "sample sheet"),
                          "spots_on_tissue": placement.on_tissue, "tissue_covered": placement.coverage,
+                         "platform": platform, "platform_source": platform_why,
+                         "grid_um_per_px": float(grid.um_per_px) if grid else float("nan"),
+                         "grid_x_um_per_px": float(grid.x_um_per_px) if grid and grid.x_um_per_px else float("nan"),
+                         "grid_y_um_per_px": float(grid.y_um_per_px) if grid and grid.y_um_per_px else float("nan"),
                          "window_um": float(tiling["window_um"]), "window_px": int(tiling["window_px"]),
                          "window_size_level0_px": float(res.window_size_px), "min_tissue": float(tiling["min_tissue"]),
                          "min_counts": float(min_counts)}

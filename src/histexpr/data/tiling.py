@@ -2,8 +2,8 @@
 
 A window covers ``window_um`` micrometres of tissue around each spot centre and
 is resampled to ``window_px`` pixels. Micrometres per pixel come from the
-sample sheet, else the image's metadata, else the spot grid: neighbouring spot
-centres are ``pitch`` micrometres apart (legacy ST 200 µm, Visium 100 µm).
+sample sheet, else the image's metadata, else the spot grid (:data:`GRIDS`: legacy ST
+1k 200 µm between neighbours, 2k 141 µm on the diagonal, Visium 100 µm).
 Windows that leave the image or show mostly background are dropped and
 counted.
 """
@@ -23,7 +23,7 @@ from ..io.image import Slide
 
 log = logging.getLogger(__name__)
 
-SPOT_PITCH_UM = {"st": 200.0, "visium": 100.0}
+SPOT_PITCH_UM = {"st": 200.0, "st_2k": 100.0, "visium": 100.0}  # um per array step; see GRIDS
 
 
 def estimate_um_per_px(xy: np.ndarray, pitch_um: float) -> float:
@@ -125,40 +125,130 @@ def tile_spots(slide: Slide, xy: np.ndarray, um_per_px: float, window_um: float 
 
 # --- pixel size from the array grid ---------------------------------------------------------------------------
 
-def array_um(array_x: np.ndarray, array_y: np.ndarray, platform: str, pitch_um: float) -> np.ndarray:
-    """Array coordinates in micrometres: legacy ST is a square grid (``x``, ``y`` one pitch apart); Visium a
-    hexagonal one (``array_col`` steps half a pitch, ``array_row`` steps ``pitch * sqrt(3) / 2``)."""
+# The array designs, by the sample sheet's ``platform``: the key of ``tiling.spot_pitch_um`` that gives the
+# micrometres of one array step, the array steps ``(dx, dy)`` that join nearest neighbours, and their length in
+# pitches. Legacy ST 1k: a square grid, x 1-33, y 1-35, 200 um a step. Legacy ST 2k: x up to 67, y up to 64,
+# spots only where x + y has one parity (a checkerboard), 100 um a step, so the nearest spots are diagonal,
+# 141 um apart. Visium: a hexagonal grid, array_col steps half a pitch, array_row sqrt(3)/2 of one.
+GRIDS = {
+    "st_1k": ("st", ((1, 0), (0, 1)), 1.0),
+    "st_2k": ("st_2k", ((1, 1), (1, -1)), float(np.sqrt(2.0))),
+    "visium": ("visium", ((2, 0), (1, 1), (-1, 1)), 1.0),
+}
+PLATFORM_FORMAT = {"st_1k": "st", "st_2k": "st", "visium": "visium"}
+ST_1K_EXTENT = (33, 35)  # the largest array x and y of a 1k array
+
+
+def grid_pitch_um(platform: str, spot_pitch_um: dict) -> tuple[float, float]:
+    """``(um per array step, um between nearest spots)`` of a design, from ``tiling.spot_pitch_um``."""
+    key, _, nn = GRIDS[platform]
+    step = float(spot_pitch_um[key])
+    return step, step * nn
+
+
+@dataclass
+class Design:
+    """A legacy-ST array design read off the array coordinates, and the evidence."""
+
+    platform: str  # st_1k | st_2k
+    parity_share: float  # share of spots whose x + y has the majority parity (1.0 on a 2k array)
+    axis_pairs: int  # spot pairs one step apart in x or in y (none on a 2k array)
+    diagonal_pairs: int  # spot pairs one step apart in x and in y
+    extent: tuple[int, int]  # largest array x and y
+    why: str
+
+
+def _pairs(ax: np.ndarray, ay: np.ndarray, steps) -> int:
+    have = set(zip(ax.tolist(), ay.tolist()))
+    return sum((x + dx, y + dy) in have for x, y in have for dx, dy in steps)
+
+
+def detect_st_design(array_x, array_y) -> Design:
+    """Tell a legacy-ST 2k array from a 1k one by its coordinates.
+
+    2k when every spot's ``x + y`` has one parity and either the spots that are neighbours are diagonal ones
+    (no two spots one step apart along x or y, at least three diagonal pairs) or the coordinates run past the 1k
+    array's 33 x 35; otherwise 1k (a 1k array holds spots of both parities side by side).
+    """
+    ax, ay = np.asarray(array_x, np.int64), np.asarray(array_y, np.int64)
+    odd = float(((ax + ay) % 2).mean()) if len(ax) else 0.0
+    share = max(odd, 1.0 - odd)
+    axis, diag = _pairs(ax, ay, ((1, 0), (0, 1))), _pairs(ax, ay, ((1, 1), (1, -1)))
+    extent = (int(ax.max(initial=0)), int(ay.max(initial=0)))
+    beyond = extent[0] > ST_1K_EXTENT[0] + 2 or extent[1] > ST_1K_EXTENT[1] + 2
+    if share == 1.0 and axis == 0 and diag >= 3:
+        why = f"every spot has x + y of one parity and the {diag} neighbour pairs are all diagonal"
+        return Design("st_2k", share, axis, diag, extent, why)
+    if share >= 0.99 and beyond:
+        why = f"array x up to {extent[0]}, y up to {extent[1]} (past a 1k array) with x + y of one parity"
+        return Design("st_2k", share, axis, diag, extent, why)
+    why = (f"{axis} neighbour pairs along x or y" if axis else f"only {len(ax)} spots, {diag} diagonal pairs") + \
+          f"; array x up to {extent[0]}, y up to {extent[1]}"
+    return Design("st_1k", share, axis, diag, extent, why)
+
+
+def array_um(array_x: np.ndarray, array_y: np.ndarray, platform: str, step_um: float) -> np.ndarray:
+    """Array coordinates in micrometres: legacy ST (1k and 2k) is a square lattice of ``step_um`` (a 2k array
+    fills only half of it); Visium a hexagonal one (``array_col`` steps half a pitch, ``array_row`` steps
+    ``pitch * sqrt(3) / 2``)."""
     ax, ay = np.asarray(array_x, np.float64), np.asarray(array_y, np.float64)
     if platform == "visium":
-        return np.column_stack([ax * pitch_um / 2, ay * pitch_um * np.sqrt(3) / 2])
-    return np.column_stack([ax * pitch_um, ay * pitch_um])
+        return np.column_stack([ax * step_um / 2, ay * step_um * np.sqrt(3) / 2])
+    return np.column_stack([ax * step_um, ay * step_um])
 
 
-def estimate_um_per_px_from_array(array_x: np.ndarray, array_y: np.ndarray, xy: np.ndarray, platform: str,
-                                  pitch_um: float) -> float | None:
-    """Micrometres per pixel from spots that are neighbours on the array (one pitch apart).
+@dataclass
+class GridEstimate:
+    """Micrometres per pixel read off the array grid."""
 
-    The median pixel distance of array-neighbour pairs (ST: one step in ``x`` or ``y``; Visium: two columns,
-    or one row and one column) is one pitch. Unlike the nearest-neighbour distance in pixels this holds for a
-    sparse subset of the array, where the nearest spot in the subset may be several pitches away. With fewer
-    than three neighbour pairs, an affine fit of pixels on array micrometres (:func:`array_um`) is used.
-    Returns None when neither is possible.
+    um_per_px: float
+    method: str  # "neighbours" (median pixel distance of array neighbours) or "affine" (least-squares fit)
+    x_um_per_px: float | None = None  # along the array's x and y axes (affine fit), to catch a stretched grid
+    y_um_per_px: float | None = None
+
+    @property
+    def anisotropy(self) -> float:
+        """How much the x and y scales differ, as a fraction (0 = a square grid in pixels)."""
+        if not self.x_um_per_px or not self.y_um_per_px:
+            return 0.0
+        return abs(self.x_um_per_px / self.y_um_per_px - 1.0)
+
+
+def estimate_grid(array_x: np.ndarray, array_y: np.ndarray, xy: np.ndarray, platform: str,
+                  step_um: float) -> GridEstimate | None:
+    """Micrometres per pixel from spots that are neighbours on the array.
+
+    The median pixel distance of array-neighbour pairs (the steps of :data:`GRIDS`) is one nearest-neighbour
+    distance in micrometres. Unlike the nearest-neighbour distance in pixels this holds for a sparse subset of
+    the array, where the nearest spot in the subset may be several pitches away. With fewer than three
+    neighbour pairs, an affine fit of pixels on array micrometres (:func:`array_um`) gives it. The affine fit,
+    when there are three spots off one line, also gives the x and y scales apart. None when neither is possible.
     """
     ax, ay = np.asarray(array_x, np.int64), np.asarray(array_y, np.int64)
     xy = np.asarray(xy, np.float64)
-    steps = ((0, 2), (1, 1), (1, -1)) if platform == "visium" else ((1, 0), (0, 1))
+    _, steps, nn = GRIDS[platform]
     where = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(ax, ay))}
-    dist = [np.hypot(*(xy[j] - xy[i])) for i, (a, b) in enumerate(zip(ax, ay)) for dy, dx in steps
+    dist = [np.hypot(*(xy[j] - xy[i])) for i, (a, b) in enumerate(zip(ax, ay)) for dx, dy in steps
             if (j := where.get((int(a + dx), int(b + dy)))) is not None]
-    if len(dist) >= 3 and np.median(dist) > 0:
-        return pitch_um / float(np.median(dist))
-    a = array_um(ax, ay, platform, pitch_um)
+    a = array_um(ax, ay, platform, step_um)
     design = np.column_stack([a, np.ones(len(a))])
-    if len(a) < 3 or np.linalg.matrix_rank(design) < 3:
-        return None
-    coef, *_ = np.linalg.lstsq(design, xy, rcond=None)
-    px_per_um = float(np.sqrt(abs(np.linalg.det(coef[:2]))))
-    return 1.0 / px_per_um if px_per_um > 0 else None
+    sx = sy = affine = None
+    if len(a) >= 3 and np.linalg.matrix_rank(design) == 3:
+        coef, *_ = np.linalg.lstsq(design, xy, rcond=None)  # rows: pixels per um of array x, of array y
+        px_per_um = float(np.sqrt(abs(np.linalg.det(coef[:2]))))
+        affine = 1.0 / px_per_um if px_per_um > 0 else None
+        nx, ny = np.linalg.norm(coef[0]), np.linalg.norm(coef[1])
+        sx, sy = (1.0 / nx if nx > 0 else None), (1.0 / ny if ny > 0 else None)
+    if len(dist) >= 3 and np.median(dist) > 0:
+        return GridEstimate(step_um * nn / float(np.median(dist)), "neighbours", sx, sy)
+    return GridEstimate(affine, "affine", sx, sy) if affine else None
+
+
+def estimate_um_per_px_from_array(array_x: np.ndarray, array_y: np.ndarray, xy: np.ndarray, platform: str,
+                                  step_um: float) -> float | None:
+    """:func:`estimate_grid`'s micrometres per pixel (``platform`` ``st`` reads as ``st_1k``)."""
+    est = estimate_grid(array_x, array_y, xy, "st_1k" if platform == "st" else platform, step_um)
+    return est.um_per_px if est else None
 
 
 # --- where the tissue is, and whether the spots sit on it ------------------------------------------------------

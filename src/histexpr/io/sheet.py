@@ -1,11 +1,13 @@
 """Sample sheets: one row per tissue section.
 
 Columns: ``sample`` (unique id), ``patient``, ``image``, ``counts``, ``spots``,
-and optionally ``format`` (``st`` default, or ``visium``), ``split`` (``train``/``test`` on every row:
-a fixed external test set instead of cross-validation), ``um_per_px``
-(micrometres per image pixel; else read from the image or estimated from the
-spot grid) and ``pixel_scale`` (multiplies the spot file's pixel coordinates to
-reach the image's pixels, default 1). Relative paths are relative to the
+and optionally ``format`` (``st`` default, or ``visium``), ``platform`` (``st_1k``,
+``st_2k`` or ``visium``: the array design; else read off the array coordinates,
+and checked against them), ``split`` (``train``/``test`` on every row: a fixed
+external test set instead of cross-validation), ``um_per_px`` (micrometres per
+image pixel; else read from the image or estimated from the spot grid) and
+``pixel_scale`` (multiplies the spot file's pixel coordinates to reach the
+image's pixels, default 1). Relative paths are relative to the
 sheet's own folder.
 """
 
@@ -28,7 +30,10 @@ if TYPE_CHECKING:
 # should not pay for anndata, the image stack and the 10x readers.
 log = logging.getLogger(__name__)
 
-SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "um_per_px", "pixel_scale", "split"]
+SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "platform", "um_per_px", "pixel_scale",
+                 "split"]
+# the array designs a format holds (``platform``; empty = read off the coordinates)
+FORMAT_PLATFORMS = {"st": ("st_1k", "st_2k"), "visium": ("visium",)}
 
 # The HER2ST repository ships a downscaled copy of some sections in app/www/imgs;
 # its spot files stay in full-resolution pixels. Widths of the originals:
@@ -85,7 +90,8 @@ def complete_sheet(records: list[dict], path: str, schema=None, check_files: boo
     if schema is not None:
         records = validate_records(records, schema, path)
     out = pd.DataFrame.from_records(records)
-    for col, default in (("format", "st"), ("um_per_px", None), ("pixel_scale", 1.0), ("image", None), ("split", "")):
+    for col, default in (("format", "st"), ("platform", ""), ("um_per_px", None), ("pixel_scale", 1.0),
+                         ("image", None), ("split", "")):
         if col not in out.columns:
             out[col] = default
         out[col] = out[col].where(out[col].notna(), default) if default is not None else out[col]
@@ -100,6 +106,11 @@ def complete_sheet(records: list[dict], path: str, schema=None, check_files: boo
         if not {"train", "test"} <= set(split):
             raise InputError(path, "column 'split' needs at least one train and one test sample")
     out["split"] = split
+    out["platform"] = out["platform"].fillna("").astype(str)
+    for i, (sample, fmt, platform) in enumerate(zip(out["sample"], out["format"], out["platform"])):
+        if platform and platform not in FORMAT_PLATFORMS.get(fmt, ()):
+            raise InputError(path, f"row {i + 1} (sample {sample!r}): platform {platform!r} is not a {fmt!r} array "
+                                   f"design (format {fmt!r} takes {' or '.join(FORMAT_PLATFORMS.get(fmt, ()))})")
     base = os.path.dirname(path)
     for col in ("image", "counts", "spots"):
         out[col] = [_resolve(base, v) for v in out[col]]
@@ -146,7 +157,7 @@ def build_her2st_sheet(root: str | os.PathLike, measure_app_images: bool = True)
             log.info("HER2ST %s: no H&E image present; skipped", section)
             continue
         rows.append({"sample": section, "patient": section[0], "image": images[0], "counts": counts,
-                     "spots": spots, "format": "st", "um_per_px": None, "pixel_scale": scale, "split": ""})
+                     "spots": spots, "format": "st", "platform": "st_1k", "um_per_px": None, "pixel_scale": scale, "split": ""})
     if not rows:
         raise InputError(root, "no HER2ST section has counts, a spot file and an H&E image")
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
