@@ -108,19 +108,26 @@ def _job_name(log_file) -> str:
     return "/".join(parts[len(parts) - parts[::-1].index("logs"):] if "logs" in parts else parts[-1:])
 
 
-class _Only(logging.Filter):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
+class _ForTerminal(logging.Filter):
+    """Progress lines, and histexpr's own warnings (not third-party ones, nor errors: the excepthook prints
+    one line for those)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == self.prefix or record.name.startswith(self.prefix + ".")
+        if record.name == PROGRESS or record.name.startswith(PROGRESS + "."):
+            return True
+        return record.levelno == logging.WARNING and (record.name == "histexpr" or record.name.startswith("histexpr."))
+
+
+class _TerminalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        return line.replace("] ", "] WARNING: ", 1) if record.levelno == logging.WARNING else line
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, redirect_stderr: bool = True,
                   job: str | None = None) -> logging.Logger:
-    """Send log records (and, for a rule, stderr with tqdm bars) to ``log_file``; progress lines also to the
-    terminal, each prefixed ``[job]`` (default: the log path after ``logs/``)."""
+    """Send log records (and, for a rule, stderr with tqdm bars) to ``log_file``; progress lines and histexpr's
+    warnings also to the terminal, each prefixed ``[job]`` (default: the log path after ``logs/``)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -140,9 +147,9 @@ def setup_logging(log_file: str | os.PathLike | None = None, redirect_stderr: bo
     logging.captureWarnings(True)
     if log_file is not None and sys.__stderr__ is not None:
         terminal = logging.StreamHandler(sys.__stderr__)
-        terminal.addFilter(_Only(PROGRESS))
+        terminal.addFilter(_ForTerminal())
         label = (job or _job_name(log_file)).replace("%", "%%")
-        terminal.setFormatter(logging.Formatter(f"[{label}] %(message)s"))
+        terminal.setFormatter(_TerminalFormatter(f"[{label}] %(message)s"))
         root.addHandler(terminal)
     if log_file is not None:
         sys.excepthook = _report_to_terminal(str(log_file))
