@@ -1,5 +1,5 @@
-"""One table per study: every model under every target protocol, mean ± sd over folds, with its margin
-over the reference model; per-gene and per-gene-group tables."""
+"""One table per study: every model under every target protocol, per test section (the headline) and pooled,
+with its margin over the reference model; per-section, per-gene and per-gene-group tables."""
 
 import pandas as pd
 
@@ -23,13 +23,25 @@ per_fold = pd.concat([pd.read_csv(p, sep="\t") for p in inp.metrics], ignore_ind
 genes = pd.concat([pd.read_csv(p, sep="\t") for p in inp.genes], ignore_index=True)
 groups = pd.read_csv(inp.groups[0], sep="\t") if inp.groups else None
 table = aggregate_folds(per_fold)
+sections = per_fold[per_fold["scope"] == "slide"].rename(columns={"slide": "section"}).drop(columns="scope")
 if params.reference:
-    log.info("margins over %s: %d paired bootstrap replicates over windows", params.reference, params.bootstrap)
     predictions, predicted_genes = load_predictions(inp.predictions, with_genes=True)
-    margins = margins_over_reference(predictions, params.reference, params.bootstrap, params.seed)
-    table = table.merge(margins.drop(columns="n_boot"), on=["model", "protocol", "evaluation"], how="left")
+    margins, by_section = margins_over_reference(predictions, params.reference, params.bootstrap, params.seed,
+                                                 min_sections=params.section_bootstrap_min, with_sections=True)
+    for _, m in margins.drop_duplicates("evaluation").iterrows():
+        log.info("margins over %s (%s): %d paired bootstrap replicates, %s resampled", params.reference,
+                 m["evaluation"], params.bootstrap, m["resampled"])
+    ahead = (by_section.assign(ahead=by_section["dPCC@M"] > 0).groupby(["model", "protocol"])["ahead"].sum()
+             .rename("n_sections_ahead").reset_index().assign(evaluation="per_slide"))
+    table = (table.merge(margins.drop(columns="n_boot"), on=["model", "protocol", "evaluation"], how="left")
+             .merge(ahead, on=["model", "protocol", "evaluation"], how="left"))
     table["margin_over"] = params.reference
-log.info("metrics (mean ± sd over folds):\n%s", format_table(table))
+    sections = sections.merge(by_section.drop(columns=["PCC@M", "n_windows"]),
+                              on=["model", "protocol", "fold", "section"], how="left")
+    sections["margin_over"] = params.reference
+log.info("metrics (per section: mean ± sd over test sections; pooled: mean ± sd over folds):\n%s",
+         format_table(table))
+write_table(sections, snakemake.output.by_section)
 pooled = genes[genes["scope"] == "pooled"]
 by_group = summarise_groups(pooled, groups)
 if params.reference:  # each group's margin over the floor, on the group's genes

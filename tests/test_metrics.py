@@ -77,14 +77,16 @@ def test_per_slide_metrics_are_each_slide_alone(random_data):
         np.testing.assert_allclose(got, ref, rtol=1e-10, equal_nan=True)
 
 
-def test_aggregation_over_folds_is_mean_and_sample_sd():
+def test_aggregation_is_mean_and_sample_sd_over_folds_pooled_and_over_sections_per_section():
+    """Pooled: one value a fold. Per section: every test section counts once, whichever fold tests it (folds 1
+    and 3 test two sections, fold 2 one), so the mean is over sections, not over fold means."""
     rng = np.random.default_rng(3)
     rows = []
     for model in ("a", "b"):
         for fold in (1, 2, 3):
             vals = dict(zip(["MSE", "MAE", "PCC@F", "PCC@S", "PCC@M"], rng.uniform(size=5)))
             rows.append({"model": model, "fold": fold, "scope": "pooled", "slide": "all", "n_nan_pcc": 1, **vals})
-            for s in ("x", "y"):
+            for s in ((f"x{fold}", f"y{fold}") if fold != 2 else ("z",)):
                 rows.append({"model": model, "fold": fold, "scope": "slide", "slide": s, "n_nan_pcc": 0,
                              **dict(zip(vals, rng.uniform(size=5)))})
     df = pd.DataFrame(rows)
@@ -94,9 +96,12 @@ def test_aggregation_over_folds_is_mean_and_sample_sd():
     assert row["PCC@M"] == pytest.approx(pooled["PCC@M"].mean())
     assert row["PCC@M_sd"] == pytest.approx(np.std(pooled["PCC@M"], ddof=1))
     assert row["n_nan_pcc"] == 3 and row["n_folds"] == 3
-    per_slide = df[(df.scope == "slide") & (df.model == "b")].groupby("fold")["MSE"].mean()
+    per_section = df[(df.scope == "slide") & (df.model == "b")]["MSE"]
     row = agg[(agg.model == "b") & (agg.evaluation == "per_slide")].iloc[0]
-    assert row["MSE"] == pytest.approx(per_slide.mean()) and row["MSE_sd"] == pytest.approx(per_slide.std(ddof=1))
+    assert row["MSE"] == pytest.approx(per_section.mean()) and row["MSE_sd"] == pytest.approx(per_section.std(ddof=1))
+    assert row["n_sections"] == 5 and row["n_folds"] == 3
+    assert row["MSE"] != pytest.approx(df[(df.scope == "slide") & (df.model == "b")].groupby("fold")["MSE"].mean().mean())
+    assert agg["evaluation"].tolist()[:2] == ["per_slide", "per_slide"]  # the headline first
 
 
 def test_group_summary_averages_gene_pcc_per_fold():

@@ -147,3 +147,77 @@ def test_bootstrap_margin_is_paired_and_covers_the_point_estimate():
     broken[("good", "raw", 1)] = (names[::-1], t, p, s)
     with pytest.raises(ValueError, match="same windows"):
         margins_over_reference(broken, "ref", n_boot=10)
+
+
+def _two_depth_sections(rng, n_sections=2, n=120, g=15):
+    """Sections whose mean expression differs (one shallow, one deep): a model that follows the section's mean
+    wins when the sections are pooled, and loses inside each section to a floor that follows each spot."""
+    preds, slides, truth, model, floor = {}, [], [], [], []
+    for s in range(n_sections):
+        offset = 2.0 * s
+        t = rng.normal(size=(n, g)) + offset
+        truth.append(t)
+        model.append(offset + 0.3 * (t - offset) + rng.normal(size=(n, g)))  # the section's level, little more
+        floor.append(t + 1.2 * rng.normal(size=(n, g)) - offset)  # each spot, but blind to the section's level
+        slides += [f"S{s}"] * n
+    names = np.array([f"w{i}" for i in range(len(slides))])
+    slides = np.array(slides)
+    t, p, q = np.vstack(truth), np.vstack(model), np.vstack(floor)
+    preds[("offset", "raw", 1)] = (names, t, p, slides)
+    preds[("ref", "raw", 1)] = (names, t, q, slides)
+    return preds
+
+
+def test_per_section_margin_is_the_mean_of_section_margins_and_says_what_it_resampled():
+    from histexpr.metrics import verdicts
+
+    preds = _two_depth_sections(np.random.default_rng(5))
+    m, sections = margins_over_reference(preds, "ref", n_boot=200, seed=0, with_sections=True)
+    m = m.set_index(["model", "evaluation"])
+    per = m.loc[("offset", "per_slide")]
+    assert per["dPCC@M"] == pytest.approx(sections["dPCC@M"].mean())
+    assert per["resampled"] == "windows within sections" and per["n_units"] == 2
+    assert per["dPCC@M_hi"] < 0 < m.loc[("offset", "pooled"), "dPCC@M_lo"]  # pooled and per section disagree
+    t, p = preds[("offset", "raw", 1)][1:3]
+    s0 = preds[("offset", "raw", 1)][3] == "S0"
+    assert sections.set_index("section").loc["S0", "PCC@M"] == pytest.approx(pearson_per_gene(t[s0], p[s0]).mean())
+    # the verdict is per section, and says that pooling would read otherwise
+    rows = []
+    for model, pt in (("offset", preds[("offset", "raw", 1)][2]), ("ref", preds[("ref", "raw", 1)][2])):
+        for ev, units in (("per_slide", [s0, ~s0]), ("pooled", [np.ones(len(t), bool)])):
+            vals = [pearson_per_gene(t[u], pt[u]).mean() for u in units]
+            row = {"model": model, "protocol": "raw", "evaluation": ev, "PCC@M": np.mean(vals),
+                   "PCC@M_sd": np.std(vals, ddof=1) if len(vals) > 1 else np.nan, "n_sections": 2,
+                   "margin_over": "ref"}
+            if model != "ref":
+                row.update(m.loc[(model, ev), ["dPCC@M", "dPCC@M_lo", "dPCC@M_hi", "resampled", "n_units"]])
+                row["n_sections_ahead"] = int((sections["dPCC@M"] > 0).sum()) if ev == "per_slide" else np.nan
+            rows.append(row)
+    lines = verdicts(pd.DataFrame(rows))
+    assert lines[0].startswith("raw: best ref, PCC@M") and "(2 test sections)" in lines[0]
+    assert "the floor itself" in lines[0]
+    assert "(pooled over sections, offset would lead by +" in lines[1]
+
+
+def test_with_enough_sections_the_interval_resamples_sections():
+    """Eight sections on which the model is alternately much better and much worse than the floor: resampling
+    sections gives an interval that reaches 0 (a new section could go either way); resampling windows within
+    these sections gives a narrow one (it speaks for these sections only)."""
+    rng = np.random.default_rng(6)
+    n, g, preds = 40, 15, {}
+    t = rng.normal(size=(8 * n, g))
+    sd = np.repeat(np.where(np.arange(8) % 2 == 0, 0.5, 3.0), n)[:, None]
+    slides = np.repeat([f"S{i}" for i in range(8)], n)
+    names = np.array([f"w{i}" for i in range(8 * n)])
+    preds[("model", "raw", 1)] = (names, t, t + sd * rng.normal(size=t.shape), slides)
+    preds[("ref", "raw", 1)] = (names, t, t + 1.2 * rng.normal(size=t.shape), slides)
+    m, sections = margins_over_reference(preds, "ref", n_boot=400, seed=0, with_sections=True, min_sections=6)
+    row = m.set_index(["model", "evaluation"]).loc[("model", "per_slide")]
+    assert row["resampled"] == "sections" and row["n_units"] == 8
+    d = sections["dPCC@M"].to_numpy()
+    assert (d[::2] > 0.1).all() and (d[1::2] < -0.1).all()
+    assert d.min() <= row["dPCC@M_lo"] < 0 < row["dPCC@M_hi"] <= d.max()
+    w = margins_over_reference(preds, "ref", n_boot=400, seed=0, min_sections=99)
+    w = w.set_index(["model", "evaluation"]).loc[("model", "per_slide")]
+    assert w["resampled"] == "windows within sections" and w["dPCC@M"] == pytest.approx(row["dPCC@M"])
+    assert row["dPCC@M_hi"] - row["dPCC@M_lo"] > 3 * (w["dPCC@M_hi"] - w["dPCC@M_lo"])

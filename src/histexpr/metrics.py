@@ -154,29 +154,25 @@ def _keys(df: pd.DataFrame) -> list[str]:
 
 
 def aggregate_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample SD over folds of each model's metrics.
+    """Each model's metrics over the study's test sections (``per_slide``) and over folds (``pooled``).
 
     Args:
         per_fold: rows of :func:`evaluate`'s summary with ``model``, ``fold``
             (and ``protocol``) columns added.
 
     Returns:
-        One row per (model, protocol, evaluation): ``pooled`` uses the metrics
-        pooled over each fold's test windows; ``per_slide`` first averages the
-        metrics of each test slide within a fold. Columns ``<metric>`` (mean
-        over folds), ``<metric>_sd``, ``n_folds`` and ``n_nan_pcc`` (summed
-        over folds).
+        One row per (model, protocol, evaluation). ``per_slide`` (the headline) scores each test section on
+        its own windows: ``<metric>`` is the mean over every test section of the study, ``<metric>_sd`` the
+        sd between sections. ``pooled`` correlates over all test windows of a fold at once: mean and sd over
+        folds. Also ``n_folds``, ``n_sections`` and ``n_nan_pcc`` (summed).
     """
     keys = _keys(per_fold)
     metrics = SUMMARY_METRICS + (["pPCC@M"] if "pPCC@M" in per_fold.columns else [])
     pooled = per_fold[per_fold["scope"] == "pooled"].assign(evaluation="pooled")
-    slides = per_fold[per_fold["scope"] == "slide"]
-    per_slide = (slides.groupby(keys + ["fold"], as_index=False)
-                 .agg({**{m: "mean" for m in metrics}, "n_nan_pcc": "sum"})
-                 .assign(evaluation="per_slide"))
-    both = pd.concat([pooled, per_slide], ignore_index=True)
+    slides = per_fold[per_fold["scope"] == "slide"].assign(evaluation="per_slide")
+    sections = slides.groupby(keys)["slide"].nunique().rename("n_sections").reset_index()
     rows = []
-    for key, g in both.groupby(keys + ["evaluation"], sort=False):
+    for key, g in pd.concat([slides, pooled], ignore_index=True).groupby(keys + ["evaluation"], sort=False):
         row = dict(zip(keys + ["evaluation"], key))
         row["n_folds"] = int(g["fold"].nunique())
         for m in metrics:
@@ -184,10 +180,12 @@ def aggregate_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_sd"] = float(g[m].std(ddof=1)) if len(g) > 1 else np.nan
         row["n_nan_pcc"] = int(g["n_nan_pcc"].sum())
         rows.append(row)
-    cols = keys + ["evaluation", "n_folds"] + [c for m in metrics for c in (m, f"{m}_sd")] + ["n_nan_pcc"]
-    out = pd.DataFrame(rows)[cols]
-    # pooled first, then per slide; protocols and models in the order they came
-    rank = {"evaluation": {"pooled": 0, "per_slide": 1}}
+    out = pd.DataFrame(rows).merge(sections, on=keys, how="left")
+    cols = keys + ["evaluation", "n_folds", "n_sections"] + [c for m in metrics for c in (m, f"{m}_sd")] + \
+        ["n_nan_pcc"]
+    out = out[cols]
+    # per section first (the headline), then pooled; protocols and models in the order they came
+    rank = {"evaluation": {"per_slide": 0, "pooled": 1}}
     for k in keys:
         rank[k] = {v: i for i, v in enumerate(dict.fromkeys(per_fold[k]))}
     order = sorted(range(len(out)), key=lambda i: tuple(rank[c][out[c].iloc[i]] for c in
@@ -230,23 +228,42 @@ def paired_bootstrap_delta(t: np.ndarray, p: np.ndarray, q: np.ndarray, n_boot: 
     return out
 
 
+SECTION_BOOTSTRAP_MIN = 6  # sections a study needs before the per-section interval resamples sections
+
+
+def _units(evaluation: str, slides: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    if evaluation == "pooled":
+        return [("all", np.ones(len(slides), bool))]
+    return [(s, slides == s) for s in sorted(np.unique(slides))]
+
+
 def margins_over_reference(predictions: dict, reference: str, n_boot: int = 1000, seed: int = 0,
-                           level: float = 0.95, evaluations=("pooled", "per_slide")) -> pd.DataFrame:
-    """Each model's ΔPCC@M over ``reference`` with a paired bootstrap interval over windows.
+                           level: float = 0.95, evaluations=("per_slide", "pooled"),
+                           min_sections: int = SECTION_BOOTSTRAP_MIN,
+                           with_sections: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """Each model's ΔPCC@M over ``reference`` with a paired bootstrap interval.
+
+    ``per_slide`` (per section): ΔPCC@M of each test section on its own windows, averaged over every test
+    section of the study. With at least ``min_sections`` sections the interval resamples sections (the unit
+    a new study would add); with fewer it resamples windows within each section (it then speaks for these
+    sections only). ``pooled``: ΔPCC@M over all of a fold's test windows at once, averaged over folds; windows
+    resampled within each fold. The same draws serve the model and the reference, and every model.
 
     Args:
         predictions: ``{(model, protocol, fold): (obs_names, truth, prediction, slides)}``.
         reference: the model every other is compared with (e.g. ``colour_ridge``).
         n_boot: bootstrap replicates; level: interval coverage.
+        with_sections: also return the per-section rows.
 
     Returns:
-        One row per (model, protocol, evaluation) with ``dPCC@M`` (the margin as
-        the table computes it: mean over folds of the fold's ΔPCC@M, pooled or
-        averaged over slides), ``dPCC@M_lo``, ``dPCC@M_hi`` (percentile
-        interval; windows resampled within each fold, or slide, with the same
-        draws for the model and the reference) and ``n_boot``.
+        One row per (model, protocol, evaluation) with ``dPCC@M``, ``dPCC@M_lo``, ``dPCC@M_hi`` (percentile
+        interval), ``resampled`` (``sections``, ``windows within sections`` or ``windows within folds``),
+        ``n_units`` (what was resampled: sections, or folds) and ``n_boot``. With ``with_sections``, also one
+        row per (model, protocol, fold, section): ``n_windows``, ``PCC@M``, ``PCC@M_reference``, ``dPCC@M``
+        and its interval over the section's windows.
     """
-    rows = []
+    rows, section_rows = [], []
+    alpha = (1 - level) / 2
     models = sorted({k[0] for k in predictions} - {reference})
     protocols = sorted({k[1] for k in predictions})
     for protocol in protocols:
@@ -256,31 +273,46 @@ def margins_over_reference(predictions: dict, reference: str, n_boot: int = 1000
                        for f in folds):
                 continue
             for evaluation in evaluations:
-                point, reps = [], []
+                point, reps, fold_of = [], [], []
                 for f in folds:
                     names, t, p, slides = predictions[(model, protocol, f)]
                     rnames, rt, q, _ = predictions[(reference, protocol, f)]
                     if list(names) != list(rnames) or not np.allclose(t, rt, equal_nan=True):
                         raise ValueError(f"{model} and {reference} ({protocol}, fold {f}) were not evaluated on the "
                                          "same windows and targets; rerun both")
-                    units = [np.ones(len(t), bool)] if evaluation == "pooled" else \
-                        [slides == s for s in sorted(np.unique(slides))]
-                    fold_point, fold_reps = [], []
-                    for u, m in enumerate(units):
+                    for u, (section, m) in enumerate(_units(evaluation, slides)):
                         # Same stream for every model: the draws depend on the unit, not on the model.
                         rng = np.random.default_rng([seed, f, u, 0 if evaluation == "pooled" else 1])
-                        fold_point.append(summarise(t[m], p[m])["PCC@M"] - summarise(t[m], q[m])["PCC@M"])
-                        fold_reps.append(paired_bootstrap_delta(t[m], p[m], q[m], n_boot, rng))
-                    point.append(np.mean(fold_point))
-                    reps.append(np.mean(fold_reps, axis=0))
-                reps = np.mean(reps, axis=0)
-                alpha = (1 - level) / 2
+                        mine, ref = summarise(t[m], p[m])["PCC@M"], summarise(t[m], q[m])["PCC@M"]
+                        point.append(mine - ref)
+                        reps.append(paired_bootstrap_delta(t[m], p[m], q[m], n_boot, rng))
+                        fold_of.append(f)
+                        if evaluation == "per_slide" and with_sections:
+                            section_rows.append({
+                                "model": model, "protocol": protocol, "fold": f, "section": section,
+                                "n_windows": int(m.sum()), "PCC@M": mine, "PCC@M_reference": ref,
+                                "dPCC@M": mine - ref, "dPCC@M_lo": float(np.nanquantile(reps[-1], alpha)),
+                                "dPCC@M_hi": float(np.nanquantile(reps[-1], 1 - alpha))})
+                point, reps = np.asarray(point), np.asarray(reps)
+                if evaluation == "pooled":
+                    resampled, n_units, boot = "windows within folds", len(folds), reps.mean(axis=0)
+                elif len(point) >= min_sections:
+                    # Sections resampled with replacement; the draws depend on the number of sections only.
+                    idx = np.random.default_rng([seed, len(point), 2]).integers(0, len(point), (n_boot, len(point)))
+                    resampled, n_units, boot = "sections", len(point), point[idx].mean(axis=1)
+                else:
+                    resampled, n_units, boot = "windows within sections", len(point), reps.mean(axis=0)
                 rows.append({"model": model, "protocol": protocol, "evaluation": evaluation,
-                             "dPCC@M": float(np.mean(point)),
-                             "dPCC@M_lo": float(np.nanquantile(reps, alpha)),
-                             "dPCC@M_hi": float(np.nanquantile(reps, 1 - alpha)), "n_boot": n_boot})
-    return pd.DataFrame(rows, columns=["model", "protocol", "evaluation", "dPCC@M", "dPCC@M_lo", "dPCC@M_hi",
-                                       "n_boot"])
+                             "dPCC@M": float(point.mean()),
+                             "dPCC@M_lo": float(np.nanquantile(boot, alpha)),
+                             "dPCC@M_hi": float(np.nanquantile(boot, 1 - alpha)),
+                             "resampled": resampled, "n_units": n_units, "n_boot": n_boot})
+    table = pd.DataFrame(rows, columns=["model", "protocol", "evaluation", "dPCC@M", "dPCC@M_lo", "dPCC@M_hi",
+                                        "resampled", "n_units", "n_boot"])
+    if not with_sections:
+        return table
+    return table, pd.DataFrame(section_rows, columns=["model", "protocol", "fold", "section", "n_windows", "PCC@M",
+                                                      "PCC@M_reference", "dPCC@M", "dPCC@M_lo", "dPCC@M_hi"])
 
 
 def _pm(mean: float, sd: float, digits: int = 3) -> str:
@@ -300,14 +332,18 @@ def _methods_first(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([rows[~rows["model"].isin(ORACLES)], rows[rows["model"].isin(ORACLES)]])
 
 
+EVALUATION_NAMES = {"per_slide": "per section", "pooled": "pooled over each fold's sections"}
+
+
 def display_blocks(agg: pd.DataFrame, digits: int = 3) -> list[tuple[str, str, pd.DataFrame]]:
     """:func:`aggregate_folds`'s table (with margins) as ``(protocol, evaluation, block)`` blocks to read:
-    models by PCC@M, best first; the main numbers as ``mean ± sd``; the margin over the reference with its
-    interval; oracle rows last. Narrow enough for a terminal (PCC@S/F, MSE and MAE as means; every sd is in metrics.tsv)."""
+    per section first (the headline), then pooled; models by PCC@M, best first; the main numbers as
+    ``mean ± sd``; the margin over the reference with its interval; oracle rows last. Narrow enough for a
+    terminal (PCC@S/F, MSE and MAE as means; every sd is in metrics.tsv)."""
     out = []
     protocols = list(dict.fromkeys(agg["protocol"])) if "protocol" in agg else [None]
     for protocol in protocols:
-        for evaluation in ("pooled", "per_slide"):
+        for evaluation in ("per_slide", "pooled"):
             rows = agg[(agg["evaluation"] == evaluation) & ((agg["protocol"] == protocol) if protocol else True)]
             if rows.empty:
                 continue
@@ -320,21 +356,39 @@ def display_blocks(agg: pd.DataFrame, digits: int = 3) -> list[tuple[str, str, p
                 block[MARGIN] = ["(the floor)" if m == ref else _margin(d, lo, hi, digits) for m, ref, d, lo, hi in
                                  zip(rows["model"], rows["margin_over"], rows["dPCC@M"], rows["dPCC@M_lo"],
                                      rows["dPCC@M_hi"])]
+            if "n_sections_ahead" in rows and evaluation == "per_slide":
+                block["ahead"] = ["" if v != v else f"{int(v)}/{int(n)}"
+                                  for v, n in zip(rows["n_sections_ahead"], rows["n_sections"])]
             for m in ("PCC@S", "PCC@F"):
                 block[m] = [f"{v:.{digits}f}" for v in rows[m]]
             for m in ("MSE", "MAE"):
                 block[m] = [f"{v:.4f}" for v in rows[m]]
-            block["folds"] = rows["n_folds"].to_numpy()
+            if evaluation == "per_slide" and "n_sections" in rows:
+                block["sections"] = rows["n_sections"].to_numpy()
+            else:
+                block["folds"] = rows["n_folds"].to_numpy()
             if rows["n_nan_pcc"].sum():
                 block["NaN PCC"] = rows["n_nan_pcc"].to_numpy()
             out.append((protocol or "", evaluation, block))
     return out
 
 
-def verdicts(agg: pd.DataFrame, evaluation: str = "pooled", digits: int = 3) -> list[str]:
-    """One line per protocol: the best model by PCC@M, and whether it beats the floor (its margin's
-    interval above zero)."""
+def _resampled(row) -> str:
+    what, n = row.get("resampled"), row.get("n_units")
+    if not isinstance(what, str):
+        return ""
+    if what == "sections":
+        return f"{int(n)} sections resampled"
+    return f"windows resampled within {'each of ' + str(int(n)) + ' sections' if 'sections' in what else 'folds'}"
+
+
+def verdicts(agg: pd.DataFrame, evaluation: str = "per_slide", digits: int = 3) -> list[str]:
+    """One line per protocol: the best model by PCC@M over test sections (each section scored on its own
+    windows, then averaged), its margin over the floor with the interval and what it resampled, and whether it
+    beats the floor (the interval above zero). A second line where pooling the sections would say otherwise."""
     lines = []
+    if evaluation not in set(agg["evaluation"]):
+        evaluation = "pooled"  # tables written before per-section rows existed
     part = agg[agg["evaluation"] == evaluation]
     for protocol in dict.fromkeys(part["protocol"]) if "protocol" in part else [None]:
         rows = part[part["protocol"] == protocol] if protocol else part
@@ -345,21 +399,61 @@ def verdicts(agg: pd.DataFrame, evaluation: str = "pooled", digits: int = 3) -> 
         if methods.empty:
             continue
         best = methods.iloc[0]
-        head = f"{protocol or 'all'}: best {best['model']}, PCC@M {_pm(best['PCC@M'], best['PCC@M_sd'], digits)}"
+        over = ""
+        if evaluation == "per_slide" and "n_sections" in best and best["n_sections"] == best["n_sections"]:
+            n = int(best["n_sections"])
+            over = f" ({n} test section{'s' if n != 1 else ''})"
+        head = f"{protocol or 'all'}: best {best['model']}, PCC@M {_pm(best['PCC@M'], best['PCC@M_sd'], digits)}{over}"
         ref = best.get("margin_over") if "margin_over" in rows else None
+        beats = None
         if not isinstance(ref, str) or not ref:
             lines.append(f"{head} (no floor in this table)")
         elif best["model"] == ref:
             lines.append(f"{head}: the floor itself; no model beats {ref}")
+            beats = False
         else:
             lo = best["dPCC@M_lo"]
+            beats = lo > 0 if lo == lo else None
             says = ("beats the floor" if lo > 0 else "does not beat the floor (the interval reaches 0)"
                     if lo == lo else "margin not computed")
-            lines.append(f"{head}, {_margin(best['dPCC@M'], lo, best['dPCC@M_hi'], digits)} over {ref}: {says}")
+            how = _resampled(best)
+            ahead = ""
+            if "n_sections_ahead" in best and best["n_sections_ahead"] == best["n_sections_ahead"]:
+                ahead = f", ahead on {int(best['n_sections_ahead'])} of {int(best['n_sections'])} sections"
+            lines.append(f"{head}, {_margin(best['dPCC@M'], lo, best['dPCC@M_hi'], digits)} over {ref}"
+                         f"{' (' + how + ')' if how else ''}{ahead}: {says}")
+        pad = " " * len(protocol or "all")
+        if evaluation == "per_slide" and beats is not None:
+            pooled = agg[(agg["evaluation"] == "pooled") & ((agg["protocol"] == protocol) if protocol else True)]
+            pm = pooled[~pooled["model"].isin(ORACLES)].sort_values("PCC@M", ascending=False, kind="stable")
+            if len(pm) and "dPCC@M_lo" in pm:
+                pb = pm.iloc[0]
+                p_beats = pb["model"] != ref and pb["dPCC@M_lo"] > 0
+                if pb["model"] != best["model"] or p_beats != beats:
+                    lines.append(f"{pad}  (pooled over sections, {pb['model']} would lead"
+                                 + (f" by {_margin(pb['dPCC@M'], pb['dPCC@M_lo'], pb['dPCC@M_hi'], digits)}"
+                                    if pb["model"] != ref else "")
+                                 + "; pooling also scores how sections differ)")
         for _, o in ranked[ranked["model"].isin(ORACLES)].iterrows():
-            lines.append(f"{' ' * len(protocol or 'all')}  ({o['model']}, which reads each test spot's total count: "
+            lines.append(f"{pad}  ({o['model']}, which reads each test spot's total count: "
                          f"PCC@M {_pm(o['PCC@M'], o['PCC@M_sd'], digits)})")
     return lines
+
+
+def display_sections(by_section: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The per-section table (``metrics_by_section.tsv``) to read: per protocol, fold and section, the models
+    by PCC@M with their margin over the floor on that section's windows."""
+    g = by_section.copy()
+    g = g.assign(_o=g["model"].isin(ORACLES))
+    g = g.sort_values(["protocol", "fold", "section", "_o", "PCC@M"], ascending=[True, True, True, True, False],
+                      kind="stable")
+    out = g[["protocol", "fold", "section", "model", "n_windows"]].rename(columns={"n_windows": "windows"})
+    out["model"] = [f"{m} (oracle)" if m in ORACLES else m for m in out["model"]]
+    out["PCC@M"] = [f"{v:.{digits}f}" for v in g["PCC@M"]]
+    if "dPCC@M" in g:
+        out[MARGIN] = ["(the floor)" if m == ref else _margin(d, lo, hi, digits) for m, ref, d, lo, hi in
+                       zip(g["model"], g["margin_over"], g["dPCC@M"], g["dPCC@M_lo"], g["dPCC@M_hi"])]
+    return out.reset_index(drop=True)
 
 
 def display_groups(by_group: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -386,7 +480,8 @@ def format_table(agg: pd.DataFrame, digits: int = 3) -> str:
     """The study's table as text: a verdict line per protocol, then a block per protocol and evaluation."""
     parts = verdicts(agg, digits=digits)
     for protocol, evaluation, block in display_blocks(agg, digits):
-        parts.append(f"\n{protocol} targets, {evaluation}:" if protocol else f"\n{evaluation}:")
+        name = EVALUATION_NAMES.get(evaluation, evaluation)
+        parts.append(f"\n{protocol} targets, {name}:" if protocol else f"\n{name}:")
         parts.append(block.to_string(index=False))
     return "\n".join(parts)
 

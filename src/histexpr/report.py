@@ -14,7 +14,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .metrics import display_blocks, display_groups, verdicts
+from .metrics import EVALUATION_NAMES, display_blocks, display_groups, display_sections, verdicts
 from .models.catalog import ORACLES
 from .plots import metrics_html, pcc_distribution_figure, spatial_maps_figure, training_curves_figure
 from .utils import atomic_dir
@@ -61,18 +61,26 @@ def _slide_image(adata: ad.AnnData, sample: str) -> tuple[np.ndarray | None, flo
 def write_report_figures(metrics: str, genes: str, by_group: str | None, predictions: list[str],
                          histories: list[str], out_tables: str, out_pcc: str, out_spatial: str, out_curves: str,
                          study: str, reference: str | None = None, models: list[str] | None = None,
-                         n_genes: int = 3) -> None:
+                         n_genes: int = 3, by_section: str | None = None) -> None:
     """Write the report's HTML tables, the per-gene PCC figure, spatial maps per test slide and protocol
     (``<out_spatial>/<protocol>/<slide>.png``), and training curves per neural model and protocol
     (``<out_curves>/<protocol>/<model>.png``; names may hold underscores, so the protocol is a folder)."""
     metrics_df = pd.read_csv(metrics, sep="\t")
     genes_df = pd.read_csv(genes, sep="\t")
-    sections = [(f"{protocol} targets, {evaluation}" if protocol else evaluation, block)
-                for protocol, evaluation, block in display_blocks(metrics_df)]
+    sections = [(f"{protocol} targets, {EVALUATION_NAMES.get(evaluation, evaluation)}" if protocol else evaluation,
+                 block) for protocol, evaluation, block in display_blocks(metrics_df)]
     notes = verdicts(metrics_df) + [
-        "mean ± sd over test folds; pooled: all test spots of a fold, per_slide: each test slide alone, then "
-        "averaged. Models by PCC@M, the best (bold) first. ΔPCC@M: margin over the floor on the same windows, "
-        "95% paired bootstrap interval over windows. Every number with its sd is in metrics.tsv."]
+        "per section: each test section scored on its own spots, mean ± sd over the study's test sections (the "
+        "verdict); pooled: all test spots of a fold at once, mean ± sd over folds (it also scores differences "
+        "between sections). Models by PCC@M, the best (bold) first. ΔPCC@M: margin over the floor on the same "
+        "windows, 95% paired bootstrap interval (metrics.tsv's resampled column says over what); ahead: test "
+        "sections where the model beats the floor. Every number with its sd is in metrics.tsv."]
+    if by_section and os.path.exists(by_section):
+        per = pd.read_csv(by_section, sep="\t")
+        if len(per) and per.groupby("fold")["section"].nunique().max() > 1:
+            table = display_sections(per)
+            sections += [(f"{protocol} targets, each test section", part.drop(columns=["protocol"]))
+                         for protocol, part in table.groupby("protocol", sort=False)]
     if by_group and os.path.exists(by_group):
         groups = display_groups(pd.read_csv(by_group, sep="\t"))
         sections += [(f"{protocol} targets, gene group {group} (pooled)", part.drop(columns=["protocol", "group"]))

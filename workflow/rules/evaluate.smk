@@ -28,11 +28,13 @@ rule aggregate:
         metrics=f"{R}/metrics.tsv",
         genes=f"{R}/genes.tsv",
         by_group=f"{R}/metrics_by_group.tsv",
+        by_section=f"{R}/metrics_by_section.tsv",
         ablations=f"{R}/ablations.tsv",
         sweeps=f"{R}/sweeps.tsv",
     params:
         reference=REFERENCE,
         bootstrap=config["evaluation"]["bootstrap"],
+        section_bootstrap_min=config["evaluation"]["section_bootstrap_min"],
         seed=config["evaluation"]["seed"],
     log:
         f"{R}/logs/aggregate.log",

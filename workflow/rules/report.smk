@@ -8,6 +8,7 @@ rule report_figures:
         metrics=f"{R}/metrics.tsv",
         genes=f"{R}/genes.tsv",
         by_group=f"{R}/metrics_by_group.tsv",
+        by_section=f"{R}/metrics_by_section.tsv",
         predictions=per_fold("predictions.h5ad"),
         histories=per_fold("history.tsv"),
     output:
