@@ -8,7 +8,8 @@ import numpy as np
 
 from histexpr.retrieval import exemplar_table, find_exemplars
 from histexpr.retrieval.exemplars import AUTO_FLAT_MAX, sampled_recall
-from histexpr.utils import atomic_path, setup_logging, write_table
+from histexpr.retrieval.pools import DOMINANT_SHARE, describe_pool, pool_report
+from histexpr.utils import atomic_path, progress, setup_logging, write_table
 
 log = setup_logging(snakemake.log[0])
 
@@ -40,6 +41,18 @@ if (n_have == 0).any():
     log.warning("%d window(s) have no eligible exemplar: the training pool holds no window outside their %s "
                 "(e.g. a single training patient). Models that read exemplars for training windows need "
                 "exemplars.exclude: sample, or more patients.", int((n_have == 0).sum()), cfg["exclude"])
+pool, sources = pool_report(obs, pool_rows, rows)
+progress.info("exemplar pool: %s", describe_pool(pool))
+for _, s in sources.iterrows():
+    log.info("test section %s: %d exemplars of %d queries, %.0f%% from %s%s", s["sample"], s["exemplars"],
+             s["queries"], 100 * s["top_share"], s["top_source"] or "nowhere",
+             f"; {s['no_exemplar']} queries with none" if s["no_exemplar"] else "")
+leaning = sources[sources["top_share"] > DOMINANT_SHARE]
+if len(leaning):
+    log.warning("%d of %d test section(s) draw more than half their exemplars from one section (exemplars.exclude: "
+                "%s): %s; their exemplar-based predictions lean on it", len(leaning), len(sources), cfg["exclude"],
+                ", ".join(f"{s} {100 * p:.0f}% from {t}" for s, p, t in
+                          zip(leaning["sample"], leaning["top_share"], leaning["top_source"])))
 table = exemplar_table(obs, pool_rows, local, dist)
 if cfg["exclude"] == "patient":
     assert (table["query_patient"] != table["exemplar_patient"]).all()

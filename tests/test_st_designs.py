@@ -146,11 +146,12 @@ def test_wrong_platform_values_stop_with_one_line_naming_the_sheet_row(her2st_ro
     s = write_2k_sample(her2st_root, tmp_path / "s2k")
     other = write_2k_sample(her2st_root, tmp_path / "other", seed=1)
     sheet = tmp_path / "samples.tsv"
-    rows = [{**row_for(s, "st_1k"), "patient": "P1"},
-            {**row_for(other, ""), "sample": "S2K_b", "patient": "P2"}]
+    rows = [{**row_for(s, "st_1k"), "patient": "P1"},  # one patient: the two share A1's image
+            {**row_for(other, ""), "sample": "S2K_b", "patient": "P1"}]
     pd.DataFrame(rows).drop(columns=["um_per_px", "pixel_scale"]).to_csv(sheet, sep="\t", index=False)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"study": "twok", "samples": str(sheet), "tiling": {"window_px": 32}}))
+    cfg.write_text(yaml.safe_dump({"study": "twok", "samples": str(sheet), "tiling": {"window_px": 32},
+                                   "models": ["knn"]}))
     res = run_snakemake(tmp_path, cfg, "results/twok/samples/S2K.h5ad")
     out = res.stdout + res.stderr
     assert res.returncode != 0

@@ -26,6 +26,11 @@ TINY_TRAINING = {
                              "eb_head_dim": 8, "frequency": 1, "n_exemplars": 9}},
 }
 EGN_FAMILY = ["egn", "egn_backbone_only", "egn_no_eb_block", "egn_no_projector", "egn_pretrained_e_linear"]
+# The HER2ST subset has two patients (A: one section; C: four). Leaving one out leaves one training patient, so
+# exclude: patient (or sample, when A1 trains alone) would leave EGN's training windows no exemplar, which the
+# workflow refuses; exclude: none keeps only the window itself out. Test windows still never see their own patient
+# (the pool is the training windows), which is what these tests check.
+TWO_PATIENTS = {"k": 9, "metric": "l2", "exclude": "none"}
 
 
 def run_her2st(work: Path, root: Path, *targets: str, **overrides) -> Path:
@@ -47,7 +52,7 @@ def run_her2st(work: Path, root: Path, *targets: str, **overrides) -> Path:
 def her2st_run(her2st_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("her2st")
     path = run_her2st(work, her2st_root, **TINY_TRAINING, models=["knn", "vit"] + EGN_FAMILY,
-                      sweeps=[{"model": "egn", "param": "n_exemplars", "values": [1, 5]}])
+                      sweeps=[{"model": "egn", "param": "n_exemplars", "values": [1, 5]}], exemplars=TWO_PATIENTS)
     return work, path, work / "results" / "her2st"
 
 
@@ -85,9 +90,12 @@ def test_exemplars_never_share_the_query_patient(her2st_run):
     for fold in (1, 2):
         ex = pd.read_csv(out / f"fold_{fold}" / "exemplars.tsv", sep="\t")
         obs = ad.read_h5ad(out / f"fold_{fold}" / "raw" / "expression.h5ad", backed="r").obs
-        assert len(ex) and (ex["query_patient"] != ex["exemplar_patient"]).all()
-        assert set(ex["exemplar"]) <= set(obs.index[obs["split"] == "train"])  # pool = training windows only
         test = ex[ex["query_split"] == "test"]
+        assert len(test) and (test["query_patient"] != test["exemplar_patient"]).all()
+        assert (ex["query"] != ex["exemplar"]).all()  # exclude: none keeps the window itself out
+        assert set(ex["exemplar"]) <= set(obs.index[obs["split"] == "train"])  # pool = training windows only
+        log = (out / "logs" / "exemplars" / f"fold_{fold}.log").read_text()
+        assert "exemplar pool: " in log and "largest share" in log
         assert test.groupby("query").size().eq(9).all() and test["query"].nunique() == (obs["split"] == "test").sum()
 
 
@@ -360,18 +368,31 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     assert max(map(len, lines)) <= 120, max(lines, key=len)
     verdict = next(line for line in lines if line.startswith("  raw: best "))
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
-    pooled = metrics[metrics["evaluation"] == "pooled"].sort_values("PCC@M", ascending=False)
-    methods = pooled[pooled["model"] != "depth_oracle"]  # the oracle reads test counts: never "best"
+    per_section = metrics[metrics["evaluation"] == "per_slide"].sort_values("PCC@M", ascending=False)
+    methods = per_section[per_section["model"] != "depth_oracle"]  # the oracle reads test counts: never "best"
     assert verdict.startswith(f"  raw: best {methods['model'].iloc[0]}, PCC@M {methods['PCC@M'].iloc[0]:.3f}")
+    assert "(3 test sections)" in verdict
     assert ("the floor itself" in verdict) == (methods["model"].iloc[0] == "colour_ridge")
     assert any(line.strip().startswith("(depth_oracle, which reads each test spot's total count") for line in lines)
     assert "beats the floor" in verdict or "does not beat" in verdict or "the floor itself" in verdict
-    block = lines[lines.index("raw targets, pooled") + 2:][:len(pooled)]
+    block = lines[lines.index("raw targets, per section") + 2:][:len(per_section)]
     assert [row.split()[0] for row in block] == methods["model"].tolist() + ["depth_oracle"]  # best first
+    assert "raw targets, pooled over each fold's sections" in lines
+    # the run itself ended with the same verdict lines and the table's path
+    ran = [line for line in res.stdout.splitlines() if line.strip()]
+    end = ran[ran.index("demo: results/demo/metrics.tsv"):]
+    assert end[1] == verdict and end[-1] == "  every model and number: python -m histexpr.show results/demo"
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
     assert groups.loc[groups["model"] != "colour_ridge", "dPCC@M_lo"].notna().all()  # each group's margin
     page = (out / "report" / "metrics.html").read_text()
     assert "<th>ΔPCC@M [95% CI]</th>" in page and "<tr class='best'>" in page and "raw: best " in page
+    # the same settings with every section's keys in reverse order: nothing to replan
+    reordered = {k: dict(reversed(list(v.items()))) if isinstance(v, dict) else v for k, v in reversed(list(cfg.items()))}
+    again = tmp_path / "demo_reordered.yaml"
+    again.write_text(yaml.safe_dump(reordered, sort_keys=False))
+    assert again.read_text() != path.read_text()
+    res = run_snakemake(tmp_path, again, "-n")
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:]
 
 
 def _train_resources(dry_run: str) -> dict[str, set[tuple]]:
@@ -388,7 +409,7 @@ def _train_resources(dry_run: str) -> dict[str, set[tuple]]:
 
 def test_train_jobs_ask_for_a_gpu_only_for_networks(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["demo"].update({"patients": 3, "sections_per_patient": 1, "image_px": 600})
+    cfg["demo"].update({"patients": 4, "sections_per_patient": 1, "image_px": 600})  # egn: 2 training patients
     cfg["models"] = ["knn", "vit", "egn"]
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -424,7 +445,7 @@ def table1_run(her2st_root, tmp_path_factory):
               **{m: {**TINY[m], "n_exemplars": 9} for m in ("retro", "vitexp")}}
     tiny = {**TINY_TRAINING, "model_params": params, "train": {"epochs": 1, "batch_size": 64}}
     run_her2st(work, her2st_root, "results/her2st/metrics.tsv", **tiny,
-               expression={"top_n": 250, "log1p": True, "protocols": ["raw"]}, models=TABLE1)
+               expression={"top_n": 250, "log1p": True, "protocols": ["raw"]}, models=TABLE1, exemplars=TWO_PATIENTS)
     return work / "results" / "her2st"
 
 

@@ -77,6 +77,39 @@ def n_folds(samples: pd.DataFrame, folds_cfg: dict) -> int:
     return len(fold_test_groups(samples, folds_cfg))
 
 
+def _pick_validation(items: list[str], fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Whole units (or sections) for validation: a ``fraction`` of ``items``, at least one, leaving one."""
+    n_val = min(len(items) - 1, max(1, int(round(fraction * len(items)))))
+    return rng.choice(sorted(items), size=n_val, replace=False)
+
+
+def fold_plan(samples: pd.DataFrame, folds_cfg: dict) -> list[dict]:
+    """Which sections each fold trains, validates and tests on, from the sample sheet alone (as
+    :func:`make_folds` will split them): ``{"fold", "train", "val", "test", "band"}``, the first four lists of
+    sample ids; ``band`` when validation is a spatial band of the one training section (which then is in
+    ``train`` and ``val``)."""
+    unit_of = fold_units(samples, folds_cfg["level"])
+    units = unit_of.unique().tolist()
+    plan = []
+    for f, test_units in enumerate(fold_test_groups(samples, folds_cfg), start=1):
+        rng = np.random.default_rng(folds_cfg["seed"] * 1000 + f)
+        train_units = sorted(set(units) - set(test_units))
+        train = sorted(unit_of.index[unit_of.isin(train_units)])
+        test = sorted(unit_of.index[unit_of.isin(test_units)])
+        val, band = [], False
+        if folds_cfg["val_fraction"] > 0:
+            if len(train_units) >= 2:
+                chosen = set(_pick_validation(train_units, folds_cfg["val_fraction"], rng))
+                val = sorted(s for s in train if unit_of[s] in chosen)
+            elif len(train) >= 2:
+                val = sorted(_pick_validation(train, folds_cfg["val_fraction"], rng))
+            else:
+                val, band = list(train), True
+        plan.append({"fold": f, "train": [s for s in train if band or s not in val], "val": val, "test": test,
+                     "band": band})
+    return plan
+
+
 def _carve_validation(spots: pd.DataFrame, train_units: list[str], unit_of: pd.Series,
                       fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """Boolean mask over ``spots`` (the training part) marking validation spots."""
@@ -84,13 +117,11 @@ def _carve_validation(spots: pd.DataFrame, train_units: list[str], unit_of: pd.S
         return np.zeros(len(spots), bool), "none"
     unit = spots["sample"].map(unit_of).to_numpy()
     if len(train_units) >= 2:
-        n_val = min(len(train_units) - 1, max(1, int(round(fraction * len(train_units)))))
-        val_units = rng.choice(sorted(train_units), size=n_val, replace=False)
+        val_units = _pick_validation(train_units, fraction, rng)
         return np.isin(unit, val_units), "units " + ",".join(sorted(map(str, val_units)))
     samples = sorted(spots["sample"].unique())
     if len(samples) >= 2:
-        n_val = min(len(samples) - 1, max(1, int(round(fraction * len(samples)))))
-        val_samples = rng.choice(samples, size=n_val, replace=False)
+        val_samples = _pick_validation(samples, fraction, rng)
         return spots["sample"].isin(val_samples).to_numpy(), "sections " + ",".join(sorted(val_samples))
     y = spots["array_y"].to_numpy()
     cut = np.quantile(y, 1.0 - fraction)
