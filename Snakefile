@@ -50,3 +50,11 @@ else:
         input:
             final_targets,
         default_target: True
+
+
+# The end of a successful run answers: the verdict lines and where the table is (histexpr.show prints all).
+onsuccess:
+    from histexpr.show import closing_lines
+
+    for line in closing_lines(f"results/{config['study']}"):
+        print(line)

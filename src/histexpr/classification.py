@@ -113,3 +113,25 @@ def format_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
     out["ms / image"] = (1000 * summary["seconds_per_image"]).round(2)
     out["pixels / image"] = summary["pixels_per_image"]
     return out
+
+
+def accuracy_verdict(summary: pd.DataFrame) -> list[str]:
+    """One line: the setting with the best test accuracy, and whether it beats the ``colour_hist`` floor (its
+    paired interval above zero)."""
+    if summary.empty:
+        return []
+    methods = summary[summary["setting"] != FLOOR].sort_values("test_acc", ascending=False, kind="stable")
+    best = (methods if len(methods) else summary).iloc[0]
+    runs = int(best["runs"])
+    spread = f" ± {100 * best['test_acc_sd']:.1f}%" if runs > 1 else " (1 run)"
+    head = f"best {best['setting']}, test accuracy {100 * best['test_acc']:.1f}%{spread}"
+    floor = summary[summary["setting"] == FLOOR]
+    if floor.empty or "dacc" not in summary or best["setting"] == FLOOR:
+        return [f"{head} (no floor in this table)"]
+    f = floor.iloc[0]
+    if f["test_acc"] >= best["test_acc"]:
+        return [f"{head}: the {FLOOR} floor ({100 * f['test_acc']:.1f}%) is as good or better"]
+    lo, hi = best["dacc_lo"], best["dacc_hi"]
+    says = "beats the floor" if lo > 0 else "does not beat the floor (the interval reaches 0)"
+    return [f"{head}, {100 * best['dacc']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] points over {FLOOR} "
+            f"(paired over test images): {says}"]

@@ -1,8 +1,9 @@
 """Print a study's results: ``python -m histexpr.show results/<study>``.
 
-A verdict line per target protocol (the best model, and whether it beats the floor), then the models by
-PCC@M, best first, per protocol and evaluation, and the gene groups with their margins. At most 120
-columns; every number with its sd is in ``metrics.tsv`` and ``metrics_by_group.tsv``.
+A verdict line per target protocol (the best model over test sections, and whether it beats the floor), then
+the models by PCC@M, best first, per protocol: per section (the headline), then pooled; each section's own rows
+when a fold tests more than one; the gene groups with their margins. At most 120 columns; every number with its
+sd is in ``metrics.tsv``, ``metrics_by_section.tsv`` and ``metrics_by_group.tsv``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import sys
 
 import pandas as pd
 
-from .metrics import display_blocks, display_groups, verdicts
+from .metrics import EVALUATION_NAMES, display_blocks, display_groups, display_sections, verdicts
 
 WIDTH = 120
-TEXT = ("protocol", "group", "model")
+TEXT = ("protocol", "group", "model", "section", "setting")
 
 
 def as_text(table: pd.DataFrame) -> str:
@@ -29,8 +30,40 @@ def as_text(table: pd.DataFrame) -> str:
     return table.to_string(index=False)
 
 
+def closing_lines(results_dir: str) -> list[str]:
+    """What the end of a run prints: the study's verdict lines and where its table is (expression or
+    classification); empty when the run made no table."""
+    metrics, accuracy = os.path.join(results_dir, "metrics.tsv"), os.path.join(results_dir, "accuracy.tsv")
+    if os.path.exists(metrics):
+        lines, table = verdicts(pd.read_csv(metrics, sep="\t")), metrics
+    elif os.path.exists(accuracy):
+        from .classification import accuracy_verdict
+
+        lines, table = accuracy_verdict(pd.read_csv(accuracy, sep="\t")), accuracy
+    else:
+        return []
+    return ([f"{os.path.basename(os.path.normpath(results_dir))}: {table}"] + ["  " + line for line in lines] +
+            [f"  every model and number: python -m histexpr.show {results_dir}"])
+
+
+def show_classification(results_dir: str) -> int:
+    from .classification import FLOOR, accuracy_verdict, format_accuracy
+
+    path = os.path.join(results_dir, "accuracy.tsv")
+    summary = pd.read_csv(path, sep="\t")
+    print(f"{os.path.basename(os.path.normpath(results_dir))}: {path}")
+    for line in accuracy_verdict(summary):
+        print("  " + line)
+    print(f"\ntest accuracy: mean ± sd over runs (folds × seeds; '1 run' where there is one). Δ vs {FLOOR}: "
+          "paired over test images, 95% bootstrap interval.")
+    print(as_text(format_accuracy(summary)))
+    return 0
+
+
 def show(results_dir: str) -> int:
     path = os.path.join(results_dir, "metrics.tsv")
+    if not os.path.exists(path) and os.path.exists(os.path.join(results_dir, "accuracy.tsv")):
+        return show_classification(results_dir)
     if not os.path.exists(path):
         print(f"{path}: not found; run the workflow first", file=sys.stderr)
         return 1
@@ -43,18 +76,34 @@ def show(results_dir: str) -> int:
     print(f"{study}: {path}")
     for line in verdicts(table):
         print("  " + line)
-    print("\nmean ± sd over test folds. pooled: all test spots of a fold; per_slide: each test slide, then averaged.")
+    print("\nper section: each test section scored on its own spots, mean ± sd over the study's test sections "
+          "(the verdict);\npooled: all test spots of a fold correlated at once, mean ± sd over folds (it also "
+          "scores how sections differ).")
+    print("PCC@M / PCC@S / PCC@F: mean / median / first quartile over genes of each gene's Pearson r between "
+          "predicted\n  and measured expression.")
     print("raw targets: log1p + min-max of counts (EGN); library_size: counts per 10k first (ST-Net, TCGN).")
     print("pPCC@M: partial PCC given the spot's log total count (what is predicted beyond cellularity).")
     if floor:
-        print(f"ΔPCC@M: margin over {floor}, the floor, on the same windows; 95% paired bootstrap interval "
-              "over windows.")
+        how = ""
+        if "resampled" in table:
+            r = table[(table["evaluation"] == "per_slide") & table["resampled"].notna()]
+            how = f" (per section: {r['resampled'].iloc[0]} resampled)" if len(r) else ""
+        print(f"ΔPCC@M: margin over {floor}, the floor, on the same windows;\n  95% paired bootstrap interval{how}.\n"
+              f"ahead: the test sections on which the model beats the floor.")
     if "depth_oracle" in set(table["model"]):
         print("depth_oracle (oracle): each gene from the test spot's own measured log total count, fitted on "
               "training spots;\n  it reads test data, so it is a ceiling for depth alone, not a method.")
     for protocol, evaluation, block in display_blocks(table):
-        print(f"\n{protocol} targets, {evaluation}" if protocol else f"\n{evaluation}")
+        name = EVALUATION_NAMES.get(evaluation, evaluation)
+        print(f"\n{protocol} targets, {name}" if protocol else f"\n{name}")
         print(as_text(block))
+    sections = os.path.join(results_dir, "metrics_by_section.tsv")
+    if os.path.exists(sections):
+        by_section = pd.read_csv(sections, sep="\t")
+        per_fold = by_section.groupby("fold")["section"].nunique() if len(by_section) else pd.Series(dtype=int)
+        if len(per_fold) and per_fold.max() > 1:
+            print("\neach test section (metrics_by_section.tsv; the margin's interval resamples the section's windows)")
+            print(as_text(display_sections(by_section)))
     groups = os.path.join(results_dir, "metrics_by_group.tsv")
     if os.path.exists(groups):
         print("\nPCC by gene group (pooled; metrics_by_group.tsv)")
