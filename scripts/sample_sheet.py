@@ -4,6 +4,7 @@ samples share, before anything is tiled."""
 from histexpr.config import validate_records
 from histexpr.data.expression import check_gene_overlap
 from histexpr.errors import InputError
+from histexpr.io.audit import audit_sample_sheet
 from histexpr.io.image import open_image
 from histexpr.io.sheet import build_her2st_sheet, load_sample_sheet, sample_genes, sample_image
 from histexpr.utils import setup_logging, write_table
@@ -18,6 +19,9 @@ elif layout == "her2st":
     validate_records(sheet.replace({None: ""}).to_dict("records"), schema, source)
 else:
     raise InputError(source, f"unknown sample layout {layout!r}")
+for note in audit_sample_sheet(sheet, source):  # the same section twice, an image under two patients
+    log.info("audit: %s", note)
+log.info("audit: no counts file or image appears under two samples of different patients")
 genes, counts = {}, {}
 for _, row in sheet.iterrows():
     image, _, image_source = sample_image(row)

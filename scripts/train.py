@@ -62,8 +62,10 @@ else:
     started = time.time()
     model = spec.factory(snakemake.params.model_params).fit(data)
     pred = model.predict(data, test_rows)
-    progress.info("fitted on %d windows, %d test windows predicted (%s)", len(data.index("train")), len(test_rows),
-                  duration(time.time() - started))
+    n_fit = getattr(model, "n_fit_windows", len(data.index("train")))
+    progress.info("fitted on %d windows%s, %d test windows predicted (%s)", n_fit,
+                  " (training + validation, after validation chose alpha)" if n_fit > len(data.index("train")) else "",
+                  len(test_rows), duration(time.time() - started))
     features = None
     history = pd.DataFrame([{"epoch": 0, "note": f"{name} is fitted without gradient training"}])
     with atomic_path(snakemake.output.model, suffix=".pt") as tmp:  # tensors and plain values: loads weights_only

@@ -172,6 +172,22 @@ def test_embedding_ridge_fits_on_validation_and_predicts(her2st_fold64):
     assert pred.shape == (24, 20) and np.isfinite(pred).all()
     with pytest.raises(ValueError, match="embeddings"):
         get_model("ridge").factory({}).fit(FoldData(data.targets, split, data.genes))
+    # refit on training + validation windows: the count the terminal prints is the count it was fitted on
+    assert model.n_fit_windows == len(fold.index("train")) + len(fold.index("val")) == 72
+
+
+def test_probe_says_when_it_is_ridge(her2st_fold64, caplog):
+    data = her2st_fold64
+    split = np.where(np.arange(96) % 4 == 0, "val", np.where(np.arange(96) % 4 == 1, "test", "train"))
+    fold = FoldData(data.targets, split, data.genes, embeddings=data.embeddings)
+    span = min(data.embeddings.shape[1], len(fold.index("train")))
+    with caplog.at_level("WARNING"):
+        get_model("probe").factory({"n_components": span}).fit(fold)
+    assert f"n_components ({span}) is no fewer than the {span} directions" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        get_model("probe").factory({"n_components": span - 1}).fit(fold)
+    assert "directions the training embeddings span" not in caplog.text
 
 
 def _reference_censnet(x, attn, topk, closeness, layers, dropout_free=True):

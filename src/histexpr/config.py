@@ -18,6 +18,35 @@ import yaml
 from .errors import ConfigError
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last, silently)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(loader.name, f"key {key!r} appears twice in one section (lines {seen[key]} and "
+                                           f"{key_node.start_mark.line + 1}); YAML would keep the last silently")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def check_yaml_file(path: str | Path) -> None:
+    """Refuse a config file that gives one key twice in a section, naming the file, the key and the lines."""
+    with open(path) as fh:
+        loader = _StrictLoader(fh)
+        loader.name = str(path)
+        try:
+            loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
 def load_schema(path: str | Path) -> dict:
     with open(path) as fh:
         return yaml.safe_load(fh)
@@ -72,6 +101,15 @@ def _from_strings(node: Any, schema: dict) -> Any:
         return node
     types = schema.get("type")
     types = [types] if isinstance(types, str) else (types or [])
+    branches = schema.get("oneOf", []) + schema.get("anyOf", [])
+    if isinstance(node, str) and branches:  # e.g. folds.k: an integer or "loo"
+        if any(jsonschema.Draft7Validator(b).is_valid(node) for b in branches):
+            return node
+        for b in branches:
+            value = _from_strings(node, b)
+            if value is not node and jsonschema.Draft7Validator(b).is_valid(value):
+                return value
+        return node
     if isinstance(node, str) and "string" not in types:
         if "integer" in types and node.strip().lstrip("+-").isdigit():
             return int(node)
@@ -83,18 +121,25 @@ def _from_strings(node: Any, schema: dict) -> Any:
         if "boolean" in types and node.strip().lower() in ("true", "false"):
             return node.strip().lower() == "true"
     if isinstance(node, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if key in node:
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key in node:
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
                 node[key] = _from_strings(node[key], sub)
     if isinstance(node, list) and isinstance(schema.get("items"), dict):
         node = [_from_strings(v, schema["items"]) for v in node]
     return node
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 14]}... ({len(str(value))} characters)"
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    if "x-message" in error.schema and error.validator in ("pattern", "type"):
-        return f"{where}: {error.instance!r} {error.schema['x-message']}"
+    if "x-message" in error.schema and error.validator in ("pattern", "type", "maxLength"):
+        return f"{where}: {_short(error.instance)} {error.schema['x-message']}"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -125,6 +170,25 @@ def validate(document: dict, schema: dict | str | Path, source: str, overrides: 
     return doc
 
 
+def _sorted(node: Any) -> Any:
+    """Mappings with their keys in sorted order, all the way down (lists keep theirs)."""
+    if isinstance(node, dict):
+        return {k: _sorted(node[k]) for k in sorted(node, key=str)}
+    if isinstance(node, list):
+        return [_sorted(v) for v in node]
+    return node
+
+
+def workflow_config(config: dict, schema: str | Path, configfiles: list, overrides: dict | None = None) -> dict:
+    """The workflow's config, checked and completed: each config file free of keys given twice, the document
+    validated with defaults filled (:func:`validate`), every mapping's keys sorted, so that a rule's params do
+    not change when a file lists the same keys in another order."""
+    for path in configfiles:
+        check_yaml_file(path)
+    doc = validate(config, schema, ", ".join(map(str, configfiles)) or "config", overrides=overrides)
+    return _sorted(doc)
+
+
 def validate_records(records: list[dict], schema: dict | str | Path, source: str) -> list[dict]:
     """Validate each row of a table (e.g. a sample sheet) against a row schema."""
     if not isinstance(schema, dict):
@@ -135,5 +199,5 @@ def validate_records(records: list[dict], schema: dict | str | Path, source: str
         try:
             out.append(validate(clean, schema, source))
         except ConfigError as err:
-            raise ConfigError(source, f"row {i + 1} (sample {rec.get('sample', '?')!r}): {err.problem}") from None
+            raise ConfigError(source, f"row {i + 1} (sample {_short(rec.get('sample', '?'), 40)}): {err.problem}") from None
     return out

@@ -10,26 +10,30 @@ from snakemake.exceptions import WorkflowError
 # packages snakemake itself brings (jsonschema, yaml, pandas, numpy).
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from histexpr.config import validate as validate_config
+from histexpr.config import workflow_config
 from histexpr.data.demo import demo_samples
-from histexpr.data.folds import FINAL_FOLD, fixed_test_units, n_folds
+from histexpr.data.folds import FINAL_FOLD, fixed_test_units, fold_plan, n_folds
 from histexpr.errors import InputError
 from histexpr.io.sheet import build_her2st_sheet, complete_sheet, load_sample_sheet
 from histexpr.models.catalog import FROZEN_EXTRACTORS, MODEL_NEEDS, params_key, split_run, sweep_name, uses_gpu
+from histexpr.retrieval.pools import check_pools
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 # Conda environments, one per family of rules, with the pins of requirements.txt; CPU rules need no PyTorch.
 ENV_DATA = "../../envs/data.yaml"
 ENV_TORCH = "../../envs/torch.yaml"
 
-config.update(
-    validate_config(
-        config,
-        os.path.join(SCHEMAS, "config.schema.yaml"),
-        ", ".join(map(str, workflow.configfiles)) or "config",
-        overrides=workflow.config_settings.config,
+try:
+    config.update(
+        workflow_config(
+            config,
+            os.path.join(SCHEMAS, "config.schema.yaml"),
+            workflow.configfiles,
+            overrides=workflow.config_settings.config,
+        )
     )
-)
+except InputError as err:
+    raise WorkflowError(f"histexpr error: {err}") from None
 
 R = f"results/{config['study']}"
 # windows on disk: .npy (uint8) or .jpg.h5 (JPEG store), by tiling.store
@@ -114,6 +118,25 @@ def _planned_samples():
 
 
 SAMPLES = _planned_samples()
+
+
+def _check_exemplar_pools():
+    """Stop before anything runs when a model that reads exemplars would train or validate on windows that have
+    none (the sheet and the fold plan show it)."""
+    if SAMPLES is None:
+        return
+    try:
+        plan = fold_plan(SAMPLES, config["folds"])
+    except InputError:
+        return  # too few patients to cross-validate: the folds job says so, and a one-patient study may still tile
+    try:
+        check_pools(SAMPLES, plan, config["exemplars"]["exclude"],
+                    [split_run(r)[0] for r in RUNS], ", ".join(map(str, workflow.configfiles)) or "config")
+    except InputError as err:
+        raise WorkflowError(f"histexpr error: {err}") from None
+
+
+_check_exemplar_pools()
 
 
 def sample_table():
@@ -225,7 +248,8 @@ def gene_groups():
 
 
 def final_targets(wildcards):
-    targets = [f"{R}/metrics.tsv", f"{R}/genes.tsv", f"{R}/metrics_by_group.tsv", f"{R}/ablations.tsv",
+    targets = [f"{R}/metrics.tsv", f"{R}/genes.tsv", f"{R}/metrics_by_group.tsv", f"{R}/metrics_by_section.tsv",
+               f"{R}/ablations.tsv",
                f"{R}/report/metrics.html"]
     if config["sweeps"]:
         targets.append(f"{R}/figures/sweeps.png")

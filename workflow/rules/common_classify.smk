@@ -2,9 +2,12 @@
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from histexpr.config import validate as validate_config
+from histexpr.config import workflow_config
+from histexpr.errors import InputError
 from histexpr.data.megapixel import sheet_has_split
 
 SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
@@ -12,14 +15,17 @@ SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 ENV_DATA = "../../envs/data.yaml"
 ENV_TORCH = "../../envs/torch.yaml"
 
-config.update(
-    validate_config(
-        config,
-        os.path.join(SCHEMAS, "classify.schema.yaml"),
-        ", ".join(map(str, workflow.configfiles)) or "config",
-        overrides=workflow.config_settings.config,
+try:
+    config.update(
+        workflow_config(
+            config,
+            os.path.join(SCHEMAS, "classify.schema.yaml"),
+            workflow.configfiles,
+            overrides=workflow.config_settings.config,
+        )
     )
-)
+except InputError as err:
+    raise WorkflowError(f"histexpr error: {err}") from None
 
 R = f"results/{config['study']}"
 GRID = [(p, n) for p in config["grid"]["patch_px"] for n in config["grid"]["n_patches"]]

@@ -93,6 +93,10 @@ def read_image_sheet(path: str | os.PathLike) -> pd.DataFrame:
     absent = [p for p in sheet["image"] if not os.path.exists(p)]
     if absent:
         raise InputError(path, f"{len(absent)} image(s) not found, e.g. {absent[0]}")
+    empty = [i + 2 for i, v in enumerate(sheet["label"]) if not v.strip()]
+    if empty:
+        raise InputError(path, f"{len(empty)} row(s) have no label, first at line {empty[0]} "
+                               f"({sheet['image'].iloc[empty[0] - 2]})")
     if sheet["label"].nunique() < 2:
         raise InputError(path, "needs at least two classes")
     if "split" in sheet:

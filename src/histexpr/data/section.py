@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}  # 1k and 2k arrays alike
 GRID_ANISOTROPY_WARN = 0.05  # warn when the grid's x and y um/px differ by more than this
 UPSAMPLE_WARN = 2.0  # warn when windows are upsampled more than this
+EXIF_TURNS = {2: "mirrored left-right", 3: "turned 180 degrees", 4: "mirrored top-bottom", 5: "transposed",
+              6: "turned 90 degrees clockwise", 7: "transversed", 8: "turned 90 degrees anticlockwise"}
 DROP_REASONS = ("unselected", "outside_tissue", "no_counts", "no_position", "low_counts", "edge", "background")
 
 
@@ -132,6 +134,9 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
     adata, image = read_sample(row)  # validates counts, spots and their join before any pixel is decoded
     drawn = [adata.uns.pop("dropped_spots")]
     n_spots = adata.n_obs
+    if not adata.X.sum() > 0:
+        raise InputError(row["counts"], f"every count of the {n_spots} placed spot(s) is 0: an empty or failed "
+                                        f"library; remove sample {sample!r} from the sheet")
     low = low_count_spots(adata, min_counts)
     if low.all():
         raise InputError(row["counts"], f"every spot has fewer than {min_counts:g} counts; lower "
@@ -177,6 +182,13 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
         log.info("%s: %.0f%% of spot centres on tissue; the spots cover %.0f%% of the tissue (%.0f%% of the "
                  "image is tissue)", sample, 100 * placement.on_tissue, 100 * placement.coverage,
                  100 * placement.tissue_area)
+        orientation = slide.exif_orientation
+        turned = ""
+        if orientation != 1:
+            turned = (f"; {image} carries EXIF orientation {orientation} ({EXIF_TURNS.get(orientation, 'turned')} "
+                      f"for display): histexpr reads the pixels as stored, so spot coordinates taken on the displayed "
+                      f"(turned) image do not fit; save the image turned, without the tag")
+            log.warning("%s: %s", sample, turned[2:])
         limit = float(tiling.get("min_spots_on_tissue", 0.75))
         if placement.tissue_area < 0.002:
             log.warning("%s: no stained tissue found on %s's thumbnail; spot placement not checked", sample, image)
@@ -190,7 +202,7 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
             raise InputError(row["spots"], f"only {100 * placement.on_tissue:.0f}% of the {len(xy)} spot centres "
                                            f"lie on tissue in {image} (tiling.min_spots_on_tissue = {limit:g}){alt}. "
                                            f"Likely causes: pixel_x/pixel_y swapped, a wrong pixel_scale, or the "
-                                           f"wrong image for these spots{figure}")
+                                           f"wrong image for these spots{figure}{turned}")
         res = tile_spots(slide, xy, um_per_px, tiling["window_um"], tiling["window_px"], tiling["min_tissue"],
                          desc=f"tiling {sample}")
     c = {**res.counts, "input": n_spots, "low_counts": int(low.sum())}

@@ -54,6 +54,16 @@ class Slide:
         return value if value > 0 else None
 
     @property
+    def exif_orientation(self) -> int:
+        """The EXIF orientation tag of a JPEG/TIFF read through Pillow (1 = as stored; 2-8 = viewers rotate or
+        mirror it for display). histexpr always reads the stored pixels."""
+        image = getattr(self._slide, "_image", None)
+        try:
+            return int(image.getexif().get(0x0112, 1)) if image is not None else 1
+        except Exception:
+            return 1
+
+    @property
     def level_downsamples(self) -> tuple[float, ...]:
         return tuple(self._slide.level_downsamples)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -53,11 +54,41 @@ def _number(path: str, i: int, sample, col: str, value: str) -> float | None:
     if value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         hint = " (a decimal comma? write it with a point, e.g. 2.96)" if value.replace(",", "", 1).isdigit() else ""
         raise InputError(path, f"row {i + 1} (sample {sample!r}): column {col!r} must be a number, "
                                f"got {value!r}{hint}") from None
+    if not math.isfinite(number):
+        raise InputError(path, f"row {i + 1} (sample {sample!r}): column {col!r} must be a finite number, "
+                               f"got {value!r}")
+    return number
+
+
+def _read_table(path: str, sep: str) -> pd.DataFrame:
+    """A sheet as strings. Cells are never read as missing (``NA`` is an id like any other); trailing empty
+    cells (a tab at the end of each row) are dropped; a row with more cells than the header is an error."""
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh, delimiter=sep) if r and not r[0].startswith("#")]
+    if not rows:
+        raise InputError(path, "sample sheet is empty")
+    while rows[0] and rows[0][-1].strip() == "":
+        rows[0].pop()
+    header, body = [c.strip() for c in rows[0]], []
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise InputError(path, f"column(s) {', '.join(dup)} appear twice in the header")
+    for line, r in enumerate(rows[1:], start=2):
+        while len(r) > len(header) and r[-1].strip() == "":
+            r.pop()
+        if len(r) > len(header):
+            raise InputError(path, f"line {line} has {len(r)} cells but the header names {len(header)} columns "
+                                   f"({', '.join(header)}); a value without a column")
+        if any(c.strip() for c in r):
+            body.append([c.strip() for c in r] + [""] * (len(header) - len(r)))
+    return pd.DataFrame(body, columns=header, dtype=str)
 
 
 def load_sample_sheet(path: str | os.PathLike, schema=None, check_files: bool = True) -> pd.DataFrame:
@@ -71,7 +102,9 @@ def load_sample_sheet(path: str | os.PathLike, schema=None, check_files: bool = 
         raise InputError(path, "sample sheet not found")
     sep = "," if path.endswith(".csv") else "\t"
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, comment="#").fillna("")
+        df = _read_table(path, sep)
+    except InputError:
+        raise
     except Exception as err:
         raise InputError(path, f"cannot parse sample sheet ({err})") from None
     unknown = [c for c in df.columns if c not in SHEET_COLUMNS]

@@ -65,6 +65,8 @@ def read_spot_table(path: str | os.PathLike) -> pd.DataFrame:
     except Exception as err:
         raise InputError(path, f"cannot parse spot table ({err})") from None
     missing = [c for c in SPOT_COLUMNS if c not in spots.columns]
+    if not missing and spots.empty:
+        raise InputError(path, "spot table has a header but no rows")
     if missing:
         raise InputError(path, f"spot table lacks column(s) {', '.join(missing)}; "
                                f"expected {', '.join(SPOT_COLUMNS)} (found {', '.join(map(str, spots.columns))})")
@@ -115,6 +117,10 @@ def read_count_table(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(path, f"cannot parse count table ({err})") from None
     if counts.shape[0] == 0 or counts.shape[1] == 0:
         raise InputError(path, f"count table is empty ({counts.shape[0]} spots x {counts.shape[1]} genes)")
+    if counts.shape[1] != len(genes):
+        raise InputError(path, f"the header names {len(genes)} gene(s) but the rows hold {counts.shape[1]} count "
+                               f"column(s) after the spot id: a header cell missing or extra (the header's first "
+                               f"cell is the spot-id column's name, possibly empty)")
     counts.columns = genes
     counts.index = counts.index.astype(str)
     if counts.index.duplicated().any():
@@ -123,6 +129,9 @@ def read_count_table(path: str | os.PathLike) -> pd.DataFrame:
     arr = values.to_numpy(dtype=np.float64)
     check_counts(arr, values.index, values.columns, path, "spot")
     return values
+
+
+MAX_COUNT = 2**31 - 1  # per spot and gene; above it a count is not a count (and float32 loses whole numbers)
 
 
 def check_counts(arr, rows, cols, path: str, row_kind: str = "spot") -> None:
@@ -141,9 +150,14 @@ def check_counts(arr, rows, cols, path: str, row_kind: str = "spot") -> None:
     def first(bad: np.ndarray) -> str:
         k = int(np.flatnonzero(bad)[0])
         r, c = where(k)
-        return f"{row_kind} {rows[int(r)]}, gene {cols[int(c)]}: {data[k]!r}"
+        return f"{row_kind} {rows[int(r)]}, gene {cols[int(c)]}: {float(data[k])!r}"
 
     finite = np.isfinite(data)
+    huge = finite & (np.abs(data) > MAX_COUNT)
+    if huge.any():
+        raise InputError(path, f"{int(huge.sum())} count(s) above {MAX_COUNT:,}, e.g. {first(huge)}: no sequencing "
+                               f"count is that large (a corrupted file, or values that are not counts?); they would "
+                               f"overflow the float32 store")
     if not finite.all():
         nan = np.isnan(data)
         if nan.any():

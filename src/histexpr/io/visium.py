@@ -74,8 +74,10 @@ def read_scalefactors(path: str | os.PathLike) -> dict:
     except Exception as err:
         raise InputError(path, f"cannot parse scale factors ({err})") from None
     for key in ("spot_diameter_fullres", "tissue_hires_scalef"):
-        if not isinstance(sf.get(key), (int, float)) or sf[key] <= 0:
-            raise InputError(path, f"missing or invalid {key!r}")
+        if key not in sf:
+            raise InputError(path, f"no {key!r}: not a Space Ranger scalefactors_json.json?")
+        if isinstance(sf[key], bool) or not isinstance(sf[key], (int, float)) or not 0 < sf[key] < float("inf"):
+            raise InputError(path, f"{key} is {sf[key]!r}: it must be a positive number")
     return sf
 
 
@@ -103,9 +105,12 @@ def visium_image(spots_path: str | os.PathLike) -> tuple[str, str, float]:
         if not os.path.exists(path):
             tried.append(f"{path} (missing)")
             continue
-        if not isinstance(sf.get(key), (int, float)) or sf[key] <= 0:
+        if key not in sf:
             tried.append(f"{path} (no {key} in {paths['scalefactors']})")
             continue
+        if isinstance(sf[key], bool) or not isinstance(sf[key], (int, float)) or not 0 < sf[key] < float("inf"):
+            raise InputError(paths["scalefactors"], f"{key} is {sf[key]!r}: it must be a positive number (the "
+                                                    f"{name} image's pixels per full-resolution pixel)")
         with open_image(path) as im:
             if im.is_blank():
                 tried.append(f"{path} (blank: every pixel the same colour)")

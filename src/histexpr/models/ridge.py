@@ -86,6 +86,7 @@ class Ridge:
             coef, _, _ = self._solve(np.concatenate([phi, phi_val]),
                                      np.concatenate([y, data.targets[val].astype(np.float64)]))
         self.coef = coef(self.alpha)
+        self.n_fit_windows = len(train) + (len(val) if self.refit else 0)
         log.info("%s: %d features, %d training windows; alpha %.3g chosen by %s (score %.4f)%s",
                  self.name, phi.shape[1], len(train), self.alpha, how, scores[best],
                  f"; refit on {len(train) + len(val)} training + validation windows" if self.refit and len(val) else "")
@@ -160,6 +161,11 @@ class Probe(Ridge):
             self.alphas = [100.0 / (self.components.shape[1] * data.n_genes)]
         log.info("probe: PCA %d -> %d dimensions on %d training windows", e.shape[1], self.components.shape[1],
                  len(e))
+        if self.n_components >= len(vt):
+            log.warning("probe: n_components (%d) is no fewer than the %d directions the training embeddings span "
+                        "(%d dimensions, %d windows): PCA keeps them all, so probe is ridge on the standardised "
+                        "embedding; its row and ridge's differ only by their alpha grids", self.n_components, len(vt),
+                        e.shape[1], len(e))
         return super().fit(data)
 
     def features(self, data, index: np.ndarray) -> np.ndarray:
