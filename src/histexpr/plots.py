@@ -204,11 +204,12 @@ def attention_concentration_figure(stats: pd.DataFrame, path: str, title: str) -
 # --- The study report (snakemake --report): tables, per-gene PCC, spatial maps, training curves -------------
 
 
-def metrics_html(sections: list[tuple[str, pd.DataFrame]], path: str, title: str, notes: list[str] = (),
+def metrics_html(sections: list[tuple], path: str, title: str, notes: list[str] = (),
                  best_first: bool = True) -> None:
     """Formatted tables (strings, as :func:`histexpr.metrics.display_blocks` makes them) as one
     self-contained HTML page (the report shows it in a frame): ``notes`` as lines on top, each section a
-    heading and a table whose first row, the best, is marked."""
+    heading and a table whose first row, the best, is marked. A section is ``(heading, table)``, or
+    ``(heading, table, False)`` for a table whose first row is not a ranking's best (e.g. one row a section)."""
     import html
 
     style = ("body{font-family:sans-serif;font-size:13px;margin:1em;max-width:1200px}"
@@ -219,13 +220,14 @@ def metrics_html(sections: list[tuple[str, pd.DataFrame]], path: str, title: str
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>"]
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
-    for name, table in sections:
-        text_cols = {c for c in table.columns if c in ("model", "protocol", "group", "evaluation")}
+    for name, table, *ranked in sections:
+        mark = best_first and (ranked[0] if ranked else True)
+        text_cols = {c for c in table.columns if c in ("model", "protocol", "group", "evaluation", "section")}
         parts.append(f"<h3>{html.escape(name)}</h3><table><tr>"
                      + "".join(f"<th{' class=text' if c in text_cols else ''}>{html.escape(str(c))}</th>"
                                for c in table.columns) + "</tr>")
         for i, row in enumerate(table.itertuples(index=False)):
-            cls = " class='best'" if best_first and i == 0 else ""
+            cls = " class='best'" if mark and i == 0 else ""
             cells = "".join(f"<td{' class=text' if c in text_cols else ''}>{html.escape(str(v))}</td>"
                             for c, v in zip(table.columns, row))
             parts.append(f"<tr{cls}>{cells}</tr>")

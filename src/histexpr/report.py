@@ -79,7 +79,7 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
         per = pd.read_csv(by_section, sep="\t")
         if len(per) and per.groupby("fold")["section"].nunique().max() > 1:
             table = display_sections(per)
-            sections += [(f"{protocol} targets, each test section", part.drop(columns=["protocol"]))
+            sections += [(f"{protocol} targets, each test section", part.drop(columns=["protocol"]), False)
                          for protocol, part in table.groupby("protocol", sort=False)]
     if by_group and os.path.exists(by_group):
         groups = display_groups(pd.read_csv(by_group, sep="\t"))
