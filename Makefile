@@ -10,10 +10,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slurm test-fast lint clean-results help
+.PHONY: install demo test test-slurm test-fast lint config-docs clean-results help
 
 help:
-	@echo "make demo | make test | make test-slurm | make test-fast | make lint | make clean-results"
+	@echo "make demo | make test | make test-slurm | make test-fast | make lint | make config-docs | make clean-results"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint
+
+# config/README.md from workflow/schemas/ (tests/test_config_docs.py fails when they differ)
+config-docs: install
+	$(BIN)/python -m histexpr.schema_doc > config/README.md
 
 clean-results:
 	rm -rf results/demo resources/demo .snakemake

@@ -2,7 +2,7 @@
 #
 #   snakemake --cores N                                  # the embedded demo (config/config.yaml)
 #   snakemake --cores N --configfile config/her2st.yaml  # HER2ST
-#   snakemake --cores N --configfile config/her2st.yaml results/her2st/vit/fold_1/metrics.tsv
+#   snakemake --cores N results/her2st/vit/raw/fold_1/metrics.tsv --configfile config/her2st.yaml
 #   snakemake --cores N --configfile config/lymphoma.yaml  # attention sampling, lymphoma subtypes
 
 import os

@@ -252,7 +252,7 @@ def test_predict_target_maps_every_tissue_window_of_a_slide(her2st_run, her2st_r
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     assert "rule train:" not in res.stdout + res.stderr and "rule fit:" not in res.stdout + res.stderr  # reused
 
-    pred = sc.read_h5ad(out / "predict" / "slideC2" / "predictions.h5ad")
+    pred = sc.read_h5ad(out / "predict" / "slideC2" / "egn" / "raw" / f"fold_{fold}" / "predictions.h5ad")
     assert pred.obs_names.is_unique and np.isfinite(pred.X).all() and pred.n_vars == 250
     side = cfg["tiling"]["window_um"] / um_per_px
     xy = pred.obsm["spatial"]
@@ -266,7 +266,7 @@ def test_predict_target_maps_every_tissue_window_of_a_slide(her2st_run, her2st_r
     spots = ad.read_h5ad(out / "samples" / "C2.h5ad").obsm["spatial"]
     inside = (np.abs(spots[:, None, :] - xy[None, :, :]) <= side / 2 + 1).all(-1).any(1)
     assert inside.mean() > 0.8, inside.mean()
-    maps = sorted((out / "predict" / "slideC2" / "heatmaps").glob("*.png"))
+    maps = sorted((out / "predict" / "slideC2" / "egn" / "raw" / f"fold_{fold}" / "heatmaps").glob("*.png"))
     assert len(maps) == 2 and all(m.stat().st_size > 20_000 for m in maps)
 
 
@@ -298,13 +298,14 @@ def test_predict_with_fold_all_trains_on_every_patient(her2st_run, her2st_root):
     history = pd.read_csv(out / "egn" / "raw" / "fold_0" / "history.tsv", sep="\t")
     assert history["selected"].sum() == 1  # selected on fold 0's validation windows
 
-    pred = ad.read_h5ad(out / "predict" / "newC3" / "predictions.h5ad")
+    pred = ad.read_h5ad(out / "predict" / "newC3" / "egn" / "raw" / "fold_all" / "predictions.h5ad")
     assert pred.n_obs > 50 and np.isfinite(pred.X).all() and list(pred.var_names) == list(final.var_names)
     assert int(pred.uns["prediction"]["fold"]) == 0
     cv = pd.concat([pd.read_csv(out / "egn" / "raw" / f"fold_{k}" / "genes.tsv", sep="\t") for k in (1, 2)])
     pooled = cv[(cv["scope"] == "pooled") & cv["gene"].isin(final.var_names)].groupby("gene")["pcc"]
     best = pooled.mean()[pooled.count() == 2].sort_values(ascending=False).index[:3]  # scored in both CV folds
-    assert sorted(p.stem for p in (out / "predict" / "newC3" / "heatmaps").glob("*.png")) == sorted(best)
+    heatmaps = out / "predict" / "newC3" / "egn" / "raw" / "fold_all" / "heatmaps"
+    assert sorted(p.stem for p in heatmaps.glob("*.png")) == sorted(best)
     assert (out / "metrics.tsv").exists() and (pd.read_csv(out / "metrics.tsv", sep="\t")["n_folds"] == 2).all()
 
 
@@ -394,6 +395,10 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     assert again.read_text() != path.read_text()
     res = run_snakemake(tmp_path, again, "-n")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:]
+    # more epochs retrain the networks only: the fitted models read no training setting but the seed
+    res = run_snakemake(tmp_path, path, "-n", "--config", f"train={{epochs: {epochs + 1}}}")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "rule train:" in res.stdout and "rule fit:" not in res.stdout, res.stdout[-3000:]
 
 
 def _train_resources(dry_run: str) -> dict[str, set[tuple]]:

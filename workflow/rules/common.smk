@@ -143,7 +143,7 @@ def sample_table():
     """The sample table (read at parse time)."""
     if SAMPLES is None:
         raise WorkflowError(f"histexpr error: HER2ST is not in {HER2ST_CLONE} yet. Clone it first with "
-                            f"`snakemake --cores 1 --configfile config/her2st.yaml fetch_her2st`, then run again; "
+                            f"`snakemake --cores 1 fetch_her2st --configfile config/her2st.yaml`, then run again; "
                             f"or point samples.root at a copy you have.")
     return SAMPLES
 
@@ -265,13 +265,16 @@ PREDICT_RUN = {
     "protocol": PREDICT["protocol"] or PROTOCOLS[0],
     "fold": FINAL_FOLD if PREDICT["fold"] == "all" else PREDICT["fold"],  # fold 0: every patient in training
 }
+# predictions are kept per run: predict/<slide>/<model>/<protocol>/fold_<k or all>/ (another run adds its own)
+PREDICT_DIR = (f"{PREDICT_RUN['model']}/{PREDICT_RUN['protocol']}/"
+               f"fold_{'all' if PREDICT_RUN['fold'] == FINAL_FOLD else PREDICT_RUN['fold']}")
 
 
 def predict_targets(wildcards):
     if not PREDICT["slides"]:
         raise WorkflowError("predict: no slides to predict; list them under predict.slides in the config "
                             "(name: {image: path, um_per_px: ...})")
-    return expand(f"{R}/predict/{{slide}}/predictions.h5ad", slide=list(PREDICT["slides"]))
+    return expand(f"{R}/predict/{{slide}}/{PREDICT_DIR}/predictions.h5ad", slide=list(PREDICT["slides"]))
 
 
 def predict_inputs(wildcards):

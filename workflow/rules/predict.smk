@@ -12,8 +12,8 @@ rule predict_slide:
     input:
         unpack(predict_inputs),
     output:
-        h5ad=f"{R}/predict/{{slide}}/predictions.h5ad",
-        heatmaps=directory(f"{R}/predict/{{slide}}/heatmaps"),
+        h5ad=f"{R}/predict/{{slide}}/{PREDICT_DIR}/predictions.h5ad",
+        heatmaps=directory(f"{R}/predict/{{slide}}/{PREDICT_DIR}/heatmaps"),
     params:
         slide=lambda wc: config["predict"]["slides"][wc.slide],
         predict=config["predict"],
@@ -22,9 +22,9 @@ rule predict_slide:
         exemplars=config["exemplars"],
         train=config["train"],
     log:
-        f"{R}/logs/predict/{{slide}}.log",
+        f"{R}/logs/predict/{{slide}}/{PREDICT_DIR}.log",
     benchmark:
-        f"{R}/benchmarks/predict/{{slide}}.tsv"
+        f"{R}/benchmarks/predict/{{slide}}/{PREDICT_DIR}.tsv"
     conda:
         ENV_TORCH
     script:

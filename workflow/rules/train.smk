@@ -30,7 +30,12 @@ rule train:
         "../../scripts/train.py"
 
 
+# A fitted model reads only the seed of the training settings: changing train.epochs replans no fit job.
 use rule train as fit with:
+    params:
+        train={"seed": config["train"]["seed"]},
+        model_params=run_params,
+        window_px=config["tiling"]["window_px"],
     wildcard_constraints:
         model=runs_pattern(FITTED_RUNS),
     threads: 1
