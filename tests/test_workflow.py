@@ -204,7 +204,7 @@ def test_report_has_tables_spatial_maps_of_every_test_slide_and_training_curves(
     assert tables.count("<table") == 2 * 2 + 2 + 2 and tables.count("<tr class='best'>") == 6
     assert "raw targets, each test section" in tables and "<td class=text>C5</td>" in tables
     assert all(f"<td class=text>{m}</td>" in tables for m in ("knn", "vit", "egn", "colour_ridge"))
-    assert tables.count("<th>ΔPCC@M [95% CI]</th>") == 6 and "library_size: best " in tables
+    assert tables.count("<th>ΔPCC@M [95% CI]</th>") == 8 and "library_size: best " in tables
     # the depth oracle is a row of each protocol's pooled and per-sample tables, marked as reading test data
     assert tables.count("<td class=text>depth_oracle (oracle)</td>") >= 4
 
