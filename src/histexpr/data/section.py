@@ -25,7 +25,6 @@ from ..io.image import DEFAULT_MAX_MEGAPIXELS, open_image
 from ..io.sheet import read_sample
 from .expression import low_count_spots
 from .tiling import (
-    PLATFORM_FORMAT,
     GridEstimate,
     check_spots_on_image,
     detect_st_design,
@@ -58,11 +57,9 @@ class TiledSection:
 
 def array_design(row: dict, adata: ad.AnnData, sheet: str | None = None) -> tuple[str, str]:
     """``(platform, why)``: the array design of a section, from the sample sheet's ``platform`` column when set
-    (checked against the coordinates), else read off the array coordinates (:func:`detect_st_design`)."""
+    (checked against the coordinates), else read off the array coordinates (:func:`detect_st_design`). That a
+    platform belongs to the row's format is checked with the sheet (:func:`histexpr.io.sheet.complete_sheet`)."""
     given = row.get("platform") or None
-    if given and PLATFORM_FORMAT[given] != row["format"]:
-        raise InputError(sheet, f"row of sample {row['sample']!r}: platform {given!r} is not a {row['format']} "
-                                f"layout (format {row['format']!r})")
     if row["format"] != "st":
         return row["format"], "sample sheet format"
     found = detect_st_design(adata.obs["array_x"], adata.obs["array_y"])

@@ -135,7 +135,6 @@ GRIDS = {
     "st_2k": ("st_2k", ((1, 1), (1, -1)), float(np.sqrt(2.0))),
     "visium": ("visium", ((2, 0), (1, 1), (-1, 1)), 1.0),
 }
-PLATFORM_FORMAT = {"st_1k": "st", "st_2k": "st", "visium": "visium"}
 ST_1K_EXTENT = (33, 35)  # the largest array x and y of a 1k array
 
 
