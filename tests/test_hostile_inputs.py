@@ -124,6 +124,10 @@ def test_na_ids_and_trailing_tabs_are_read_as_written(st_sample, tmp_path):
     table = load_sample_sheet(sheet, schema=SHEET_SCHEMA)
     assert table["sample"].tolist() == ["NA"] and table["patient"].tolist() == ["NA"]
     assert table["image"].tolist() == [row["image"]]
+    # a spreadsheet's byte-order mark and CRLF line ends, and a comment after the last cell
+    sheet.write_text("\ufeff" + "\t".join(cols) + "\r\n" + "\t".join(str(row[c]) for c in cols) + "\t# ok\r\n",
+                     encoding="utf-8")
+    assert load_sample_sheet(sheet, schema=SHEET_SCHEMA)["sample"].tolist() == ["NA"]
     sheet.write_text("\t".join(cols) + "\n" + "\t".join(str(row[c]) for c in cols) + "\textra\n")
     with pytest.raises(InputError, match=r"line 2 has 6 cells but the header names 5 columns") as err:
         load_sample_sheet(sheet, schema=SHEET_SCHEMA)

@@ -67,11 +67,14 @@ def _number(path: str, i: int, sample, col: str, value: str) -> float | None:
 
 def _read_table(path: str, sep: str) -> pd.DataFrame:
     """A sheet as strings. Cells are never read as missing (``NA`` is an id like any other); trailing empty
-    cells (a tab at the end of each row) are dropped; a row with more cells than the header is an error."""
+    cells (a tab at the end of each row) are dropped; ``#`` starts a comment; a byte-order mark is ignored; a
+    row with more cells than the header is an error."""
     import csv
 
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh, delimiter=sep) if r and not r[0].startswith("#")]
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark
+        rows = [r for r in csv.reader(fh, delimiter=sep) if r and not r[0].lstrip().startswith("#")]
+    # a cell that starts with '#' comments out the rest of its row (as pandas' comment='#' did)
+    rows = [r[:next((i for i, c in enumerate(r) if c.lstrip().startswith("#")), len(r))] for r in rows]
     if not rows:
         raise InputError(path, "sample sheet is empty")
     while rows[0] and rows[0][-1].strip() == "":
