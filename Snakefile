@@ -7,6 +7,7 @@
 
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -50,6 +51,16 @@ else:
         input:
             final_targets,
         default_target: True
+
+
+# A read-only or full results folder stops the run before its first job (a dry run writes nothing).
+onstart:
+    from histexpr.errors import InputError, check_writable
+
+    try:
+        check_writable(f"results/{config['study']}")
+    except InputError as err:
+        raise WorkflowError(f"histexpr error: {err}") from None
 
 
 # The end of a successful run answers: the verdict lines and where the table is (histexpr.show prints all).

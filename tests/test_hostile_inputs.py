@@ -3,6 +3,7 @@
 
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -222,3 +223,71 @@ def test_union_typed_keys_from_the_command_line_and_key_order_that_replans_nothi
     a = workflow_config(cfg, SCHEMA, [])
     b = workflow_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), SCHEMA, [])
     assert repr(a) == repr(b)  # the same params, in the same order, whatever order the file lists them
+
+
+# --- places the run cannot write ------------------------------------------------------------------------------
+
+WRITER = """
+import resource, signal, sys
+import anndata as ad, numpy as np
+from histexpr.utils import setup_logging, write_h5ad
+setup_logging(sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # a write past the limit fails with an error, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+write_h5ad(ad.AnnData(np.random.default_rng(0).random((2000, 500), dtype=np.float32)), sys.argv[1])
+"""
+
+
+def test_a_write_that_runs_out_of_room_is_one_line_naming_the_output_and_leaves_no_temporary(tmp_path):
+    import subprocess
+    import sys
+
+    out, log = tmp_path / "tiles" / "S1.h5ad", tmp_path / "tile.log"
+    res = subprocess.run([sys.executable, "-c", WRITER, str(out), str(log)], capture_output=True, text=True,
+                         cwd=REPO, env={"PYTHONPATH": str(REPO / "src"), "PATH": ""}, timeout=300)
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and re.fullmatch(
+        rf"histexpr error: {re.escape(str(out))}: cannot write: file too large for this file system or process "
+        r"limit \([\d,]+ MiB free there\); free space, or run where there is room \(snakemake --directory DIR\)",
+        errors[0]), res.stderr
+    assert "errno = 27" in log.read_text()  # the writer's own traceback is kept in the log
+    assert list(out.parent.iterdir()) == []  # no .tmp.h5ad left behind
+
+
+def _read_only(folder: Path) -> bool:
+    """Make ``folder`` read-only for this process: a read-only mount where root may mount, else chmod (which
+    root ignores). False when neither holds."""
+    import os
+    import subprocess
+
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return True
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                        capture_output=True).returncode == 0
+    return ok
+
+
+def test_a_read_only_results_folder_stops_before_the_first_job_in_one_line(tmp_path):
+    import subprocess
+
+    results = tmp_path / "results"
+    if not _read_only(results):
+        pytest.skip("needs a non-root user, or root allowed to mount (to make a folder read-only)")
+    try:
+        res = run_snakemake(tmp_path, None, "--config", "models=[knn]")
+        dry = run_snakemake(tmp_path, None, "-n", "--config", "models=[knn]")
+    finally:
+        subprocess.run(["umount", str(results)], capture_output=True)
+        results.chmod(0o755)
+    assert res.returncode != 0
+    lines = [line for line in res.stderr.splitlines() if "histexpr error" in line]
+    assert lines == ["histexpr error: results/demo/: cannot write: read-only file system; make the folder "
+                     "writable, or run in one that is (snakemake --directory DIR)"] or (
+        lines == ["histexpr error: results/demo/: cannot write: permission denied; make the folder writable, "
+                  "or run in one that is (snakemake --directory DIR)"]), res.stderr[-2000:]
+    assert "Finished jobid" not in res.stderr  # not even make_demo ran first
+    assert not (tmp_path / "resources").exists()
+    assert dry.returncode == 0, dry.stderr[-2000:]  # a dry run writes nothing, so it plans as usual

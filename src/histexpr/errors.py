@@ -6,6 +6,7 @@ the offending file named first, before any expensive work starts.
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -20,3 +21,77 @@ class InputError(ValueError):
 
 class ConfigError(InputError):
     """A configuration file or sample sheet does not match its schema."""
+
+
+class OutputError(InputError):
+    """A place the run writes to cannot take the output: no space left, read-only, not permitted."""
+
+
+# errno values that mean "this place cannot be written", with the words a user reads.
+_WRITE_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this file system or process limit",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "not permitted",
+}
+
+
+def write_problem(err: BaseException, path: str | os.PathLike) -> OutputError | None:
+    """The :class:`OutputError` for an ``OSError`` (or HDF5's ``RuntimeError``) that means ``path`` (or its
+    folder) cannot be written, with the free space of that disk; None for any other error."""
+    import shutil
+
+    code = getattr(err, "errno", None)
+    if code is None and isinstance(err, (OSError, RuntimeError)):
+        # HDF5 (h5py, anndata) reports a failed write as "... errno = 28, error message = ..."
+        import re
+
+        found = re.search(r"errno = (\d+)", str(err))
+        code = int(found.group(1)) if found else None
+    if code not in _WRITE_PROBLEMS:
+        return None
+    named = getattr(err, "filename", None)
+    if code in (errno.EACCES, errno.EPERM) and isinstance(named, str) and \
+            not os.path.abspath(path).startswith(os.path.dirname(os.path.abspath(named))):
+        return None  # an input the writer was reading, not the output
+    problem = _WRITE_PROBLEMS[code]
+    folder = os.path.dirname(os.path.abspath(path))
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        try:
+            problem += f" ({shutil.disk_usage(folder).free / 2**20:,.0f} MiB free there)"
+        except OSError:
+            pass
+        problem += "; free space, or run where there is room (snakemake --directory DIR)"
+    else:
+        problem += "; make the folder writable, or run in one that is (snakemake --directory DIR)"
+    return OutputError(path, f"cannot write: {problem}")
+
+
+def check_writable(folder: str | os.PathLike, min_free_mib: float = 64) -> None:
+    """Raise :class:`OutputError` unless a file can be created in ``folder`` (or, while it does not exist, in
+    its nearest existing parent) and that disk has ``min_free_mib`` free. Tries a real file, since
+    ``os.access`` says yes to root on a read-only mount."""
+    import shutil
+    import tempfile
+
+    target = os.path.abspath(folder)
+    probe = target
+    while not os.path.isdir(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=".histexpr-write-check.", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise (write_problem(err, os.path.join(folder, "")) or OutputError(folder, f"cannot write: {err}")) from None
+    free = shutil.disk_usage(probe).free / 2**20
+    if free < min_free_mib:
+        raise OutputError(os.path.join(folder, ""), f"cannot write: no space left on the device ({free:,.0f} MiB "
+                          "free there); free space, or run where there is room (snakemake --directory DIR)")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import write_problem
+
 log = logging.getLogger("histexpr")
 
 
@@ -24,18 +26,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     half-written output under the real name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        # Disk full, read-only, no permission: one line naming the output (the writer's error stays in the log).
+        problem = write_problem(err, path)
+        if problem is None:
+            raise
+        raise problem from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -48,15 +55,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        problem = write_problem(err, path)
+        if problem is None:
+            raise
+        raise problem from err
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:
