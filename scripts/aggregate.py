@@ -11,6 +11,7 @@ from histexpr.metrics import (
     group_margins,
     load_predictions,
     margins_over_reference,
+    model_notes,
     summarise_groups,
     sweep_table,
 )
@@ -39,6 +40,11 @@ if params.reference:
     sections = sections.merge(by_section.drop(columns=["PCC@M", "n_windows"]),
                               on=["model", "protocol", "fold", "section"], how="left")
     sections["margin_over"] = params.reference
+notes = model_notes(inp.predictions)
+if len(notes):
+    table = table.merge(notes, on=["model", "protocol"], how="left")
+    for _, n in notes.iterrows():
+        log.warning("%s (%s): %s", n["model"], n["protocol"], n["note"])
 log.info("metrics (per section: mean ± sd over test sections; pooled: mean ± sd over folds):\n%s",
          format_table(table))
 write_table(sections, snakemake.output.by_section)

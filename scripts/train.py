@@ -67,7 +67,8 @@ else:
                   " (training + validation, after validation chose alpha)" if n_fit > len(data.index("train")) else "",
                   len(test_rows), duration(time.time() - started))
     features = None
-    history = pd.DataFrame([{"epoch": 0, "note": f"{name} is fitted without gradient training"}])
+    note = getattr(model, "note", None)  # what a reader of the table should know (probe that equals ridge)
+    history = pd.DataFrame([{"epoch": 0, "note": note or f"{name} is fitted without gradient training"}])
     with atomic_path(snakemake.output.model, suffix=".pt") as tmp:  # tensors and plain values: loads weights_only
         torch.save({"model": name, "params": snakemake.params.model_params, "genes": list(data.genes),
                     "fitted": fitted_state(model)}, tmp)
@@ -79,6 +80,8 @@ out.obsm["spatial"] = np.asarray(test.obsm["spatial"])
 if features is not None:
     out.obsm["X_latent"] = features  # the representation the model's head reads (EGN: [h^T, AttPool(Z^T)])
 out.uns["model"], out.uns["fold"], out.uns["protocol"] = name, fold, protocol
+if spec.kind != "neural" and note:
+    out.uns["note"] = note
 out.uns["spatial"] = {}
 for path in inp.samples:
     sample = Path(path).stem

@@ -182,12 +182,14 @@ def test_probe_says_when_it_is_ridge(her2st_fold64, caplog):
     fold = FoldData(data.targets, split, data.genes, embeddings=data.embeddings)
     span = min(data.embeddings.shape[1], len(fold.index("train")))
     with caplog.at_level("WARNING"):
-        get_model("probe").factory({"n_components": span}).fit(fold)
+        model = get_model("probe").factory({"n_components": span}).fit(fold)
     assert f"n_components ({span}) is no fewer than the {span} directions" in caplog.text
+    assert model.note == f"probe = ridge on the standardised embedding here: n_components ({span}) is no fewer " \
+                         "than the directions the training embeddings span, so PCA keeps them all"  # for the table
     caplog.clear()
     with caplog.at_level("WARNING"):
-        get_model("probe").factory({"n_components": span - 1}).fit(fold)
-    assert "directions the training embeddings span" not in caplog.text
+        model = get_model("probe").factory({"n_components": span - 1}).fit(fold)
+    assert "directions the training embeddings span" not in caplog.text and model.note is None
 
 
 def _reference_censnet(x, attn, topk, closeness, layers, dropout_free=True):

@@ -679,7 +679,7 @@ def test_a_timm_encoder_from_a_local_checkpoint_embeds_once_for_all_folds(her2st
     run_her2st(tmp_path, her2st_root, "all", "results/her2st/fold_1/exemplars.tsv",
                extractor={"kind": "timm", "timm": timm_cfg}, models=["knn", "probe"],
                expression={"top_n": 50, "log1p": True, "protocols": ["raw"]},
-               model_params={"probe": {"n_components": 16}},
+               model_params={"probe": {"n_components": 512}},  # more than the 384 the encoder gives
                exemplars={"index": "ivf", "nprobe": 2}, tiling={"store": "jpeg"})
     out = tmp_path / "results" / "her2st"
     # the JPEG store: every sample's windows in one file, its cost in the tile log, read by embed and fit
@@ -703,6 +703,13 @@ def test_a_timm_encoder_from_a_local_checkpoint_embeds_once_for_all_folds(her2st
     assert f"loaded {len(torch.load(ckpt, weights_only=True))} tensors from {ckpt}" in log
     m = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert set(m["model"]) == {"knn", "probe", "colour_ridge", "depth_oracle"} and (m["n_folds"] == 2).all()
+    # a probe whose PCA keeps every direction is ridge: the table and show say so, not only the fit log
+    note = ("probe = ridge on the standardised embedding here: n_components (512) is no fewer than the directions "
+            "the training embeddings span, so PCA keeps them all")
+    assert set(m.loc[m["model"] == "probe", "note"]) == {note} and m.loc[m["model"] != "probe", "note"].isna().all()
+    shown = subprocess.run([sys.executable, "-m", "histexpr.show", str(out)], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"notes\n  probe (raw): {note}" in shown
 
 
 def test_a_split_column_trains_only_on_train_images_and_tests_only_on_test_images(lymphoma_root, tmp_path):

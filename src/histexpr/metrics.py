@@ -553,6 +553,22 @@ def load_predictions(paths, with_genes: bool = False):
     return (out, genes) if with_genes else out
 
 
+def model_notes(paths) -> pd.DataFrame:
+    """``model, protocol, note``: what a fitted model said a reader of its row should know (``uns["note"]`` of
+    its ``predictions.h5ad``; e.g. a probe whose PCA keeps every direction, so it is ridge), one row per
+    model and protocol, the folds' distinct notes joined by ``; ``."""
+    import anndata as ad
+
+    rows = []
+    for path in paths:
+        uns = ad.read_h5ad(path, backed="r").uns
+        if uns.get("note"):
+            rows.append((str(uns["model"]), str(uns.get("protocol", "raw")), str(uns["note"])))
+    notes = pd.DataFrame(rows, columns=["model", "protocol", "note"])
+    return notes.groupby(["model", "protocol"], sort=False)["note"].agg(
+        lambda n: "; ".join(dict.fromkeys(n))).reset_index()
+
+
 def group_margins(predictions: dict, genes: dict, groups: pd.DataFrame, reference: str, n_boot: int = 1000,
                   seed: int = 0) -> pd.DataFrame:
     """Each model's pooled ΔPCC@M over ``reference`` on each gene group's genes (``groups``: ``gene``,

@@ -97,6 +97,10 @@ def show(results_dir: str) -> int:
         name = EVALUATION_NAMES.get(evaluation, evaluation)
         print(f"\n{protocol} targets, {name}" if protocol else f"\n{name}")
         print(as_text(block))
+    if "note" in table and table["note"].notna().any():
+        print("\nnotes")
+        for (model, protocol), n in table.dropna(subset=["note"]).groupby(["model", "protocol"], sort=False)["note"]:
+            print(f"  {model} ({protocol}): {n.iloc[0]}")
     sections = os.path.join(results_dir, "metrics_by_section.tsv")
     if os.path.exists(sections):
         by_section = pd.read_csv(sections, sep="\t")

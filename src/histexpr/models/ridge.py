@@ -161,7 +161,10 @@ class Probe(Ridge):
             self.alphas = [100.0 / (self.components.shape[1] * data.n_genes)]
         log.info("probe: PCA %d -> %d dimensions on %d training windows", e.shape[1], self.components.shape[1],
                  len(e))
+        self.note = None
         if self.n_components >= len(vt):
+            self.note = (f"probe = ridge on the standardised embedding here: n_components ({self.n_components}) is "
+                         "no fewer than the directions the training embeddings span, so PCA keeps them all")
             log.warning("probe: n_components (%d) is no fewer than the %d directions the training embeddings span "
                         "(%d dimensions, %d windows): PCA keeps them all, so probe is ridge on the standardised "
                         "embedding; its row and ridge's differ only by their alpha grids", self.n_components, len(vt),
