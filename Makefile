@@ -24,10 +24,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# --logger histexpr: a line per finished rule, the jobs' epoch lines and warnings, the verdict at the end.
 demo: install
-	$(BIN)/snakemake --cores $(CORES) --show-failed-logs --quiet reason
-	@echo
-	$(BIN)/python -m histexpr.show results/demo
+	$(BIN)/snakemake --cores $(CORES) --show-failed-logs --logger histexpr
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slurm" --durations=20 tests

@@ -16,19 +16,28 @@ logging.getLogger("faiss.loader").info("Loading faiss with AVX512 support.")
 for epoch in (1, 2):
     log_epoch(epoch, 4, 3.0 * epoch, f"val PCC@M 0.{epoch}")
 progress.info("kept epoch 2 of 2 (6 s)")
+for epoch in range(1, 16):
+    log_epoch(epoch, 15, 1.0 * epoch, "loss 0.5")
+import anndata as ad, numpy as np, pandas as pd
+ad.AnnData(np.zeros((3, 1)), obs=pd.DataFrame({"sample": ["a", "a", "b"]}, index=["0", "1", "2"])).write_h5ad(sys.argv[2])
 """
 
 
 def test_progress_lines_reach_the_terminal_and_the_log(tmp_path):
     log = tmp_path / "results" / "s" / "logs" / "train" / "vit" / "raw" / "fold_1.log"
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(log)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(log), str(tmp_path / "a.h5ad")], capture_output=True,
+                         text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    terminal = res.stderr.splitlines()
+    terminal = res.stderr.splitlines() + res.stdout.splitlines()
+    # a long run shows its first epoch, every quarter and the last; anndata's notes stay out of the terminal
     assert terminal == ["[train/vit/raw/fold_1] epoch 1/4: val PCC@M 0.1; 3.0 s/epoch, ETA 9 s",
                         "[train/vit/raw/fold_1] epoch 2/4: val PCC@M 0.2; 3.0 s/epoch, ETA 6 s",
-                        "[train/vit/raw/fold_1] kept epoch 2 of 2 (6 s)"]
+                        "[train/vit/raw/fold_1] kept epoch 2 of 2 (6 s)"] + [
+        f"[train/vit/raw/fold_1] epoch {e}/15: loss 0.5; 1.0 s/epoch, ETA {15 - e} s" for e in (1, 4, 8, 12, 15)]
     text = log.read_text()
     assert "detail for the log only" in text and "epoch 2/4: val PCC@M 0.2" in text
+    assert all(f"epoch {e}/15: loss 0.5" in text for e in range(1, 16))  # the log has every epoch
+    assert "storing 'sample' as categorical" in text
     assert "AVX512" not in text  # faiss's loader notes are not shown
 
 

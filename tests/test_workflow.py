@@ -345,8 +345,15 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     cfg["models"] = ["knn", "vit"]
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = run_snakemake(tmp_path, path)
+    res = run_snakemake(tmp_path, path, "--logger", "histexpr")  # as make demo runs it
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    # the quiet terminal: the plan in a line, a line per finished rule, no job blocks, no library chatter
+    said = res.stderr.splitlines() + res.stdout.splitlines()
+    assert re.match(r"\d+ jobs to run: make_demo 1, sample_sheet 1, tile 3, ", said[0]), "\n".join(said)
+    assert re.search(r"^\[ *\d+%\] tile: all 3 jobs done \(\d+", res.stderr, re.M)
+    assert re.search(r"^\[100%\] all: the job done", res.stderr, re.M)
+    assert not any(s.startswith(("Select jobs", "Finished jobid", "    input:", "... storing")) for s in said)
+    assert len(said) < 100, "\n".join(said)
     out = tmp_path / "results" / "demo"
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
     assert set(zip(groups["model"], groups["protocol"], groups["group"])) == {

@@ -110,10 +110,14 @@ def duration(seconds: float) -> str:
 
 def log_epoch(epoch: int, epochs: int, elapsed: float, metrics: str) -> None:
     """The progress line of an epoch: ``epoch 3/15: <metrics>; 2.1 s/epoch, ETA 25 s`` (from the mean epoch so
-    far, at most: early stopping can end sooner)."""
+    far, at most: early stopping can end sooner). Every epoch goes to the log; the first, every quarter of the
+    run and the last also to the terminal."""
     per = elapsed / max(epoch, 1)
     left = duration(per * (epochs - epoch))
-    progress.info("epoch %d/%d: %s; %.1f s/epoch, ETA %s", epoch, epochs, metrics, per, left)
+    # The terminal gets the first, every quarter and the last epoch (a 71-job run stays readable); the log, all.
+    every = max(1, -(-epochs // 4))
+    shown = epoch == 1 or epoch == epochs or epoch % every == 0
+    (progress if shown else log).info("epoch %d/%d: %s; %.1f s/epoch, ETA %s", epoch, epochs, metrics, per, left)
 
 
 def _job_name(log_file) -> str:
@@ -158,6 +162,12 @@ def setup_logging(log_file: str | os.PathLike | None = None, redirect_stderr: bo
     root.setLevel(logging.INFO)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # anndata writes its notes ("... storing 'sample' as categorical") to the terminal through its own handler;
+    # route them to the log like everything else.
+    adata_log = logging.getLogger("anndata")
+    for h in list(adata_log.handlers):
+        adata_log.removeHandler(h)
+    adata_log.propagate = True
     logging.captureWarnings(True)
     if log_file is not None and sys.__stderr__ is not None:
         terminal = logging.StreamHandler(sys.__stderr__)
