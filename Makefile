@@ -42,6 +42,7 @@ test-fast: install
 # ruff (configured in pyproject.toml) on the library, scripts, tests and benchmarks; Snakemake's own linter.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 
 # config/README.md from workflow/schemas/ (tests/test_config_docs.py fails when they differ)

@@ -16,11 +16,17 @@ min_version("9.0")
 report: "workflow/report/workflow.rst"
 
 
-# The demo config is the default; a --configfile replaces it rather than
-# merging into it, so no demo setting leaks into another study.
+# The default config is config/config.yaml of the working directory (-d .test runs the catalog's test study),
+# else the repository's demo config. A --configfile replaces it rather than merging into it, so no demo
+# setting leaks into another study.
+DEFAULT_CONFIG = (
+    "config/config.yaml"
+    if os.path.exists("config/config.yaml")
+    else os.path.join(workflow.basedir, "config", "config.yaml")
+)
 if not workflow.overwrite_configfiles:
 
-    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+    configfile: DEFAULT_CONFIG
 
 
 # A study is either spatial expression (the default) or megapixel image

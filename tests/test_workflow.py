@@ -339,13 +339,14 @@ def test_single_fold_reruns_by_target(her2st_run):
 
 
 def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["demo"].update({"patients": 3, "sections_per_patient": 1, "image_px": 900})
-    cfg.update(TINY_TRAINING)
-    cfg["models"] = ["knn", "vit"]
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    res = run_snakemake(tmp_path, path, "--logger", "histexpr")  # as make demo runs it
+    """The catalog's .test study (the demo shrunk: 3 one-section patients, 2-epoch knn and vit), found as
+    config/config.yaml of the working directory as `snakemake -d .test` finds it."""
+    (tmp_path / "config").mkdir()
+    path = tmp_path / "config" / "config.yaml"
+    shutil.copy(REPO / ".test" / "config" / "config.yaml", path)
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["demo"]["patients"] == 3 and cfg["models"] == ["knn", "vit"]
+    res = run_snakemake(tmp_path, None, "--logger", "histexpr")  # as make demo runs it
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     # the quiet terminal: the plan in a line, a line per finished rule, no job blocks, no library chatter
     said = res.stderr.splitlines() + res.stdout.splitlines()

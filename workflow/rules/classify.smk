@@ -96,7 +96,9 @@ rule attention_maps:
         model=f"{R}/{{setting}}/seed_{SEEDS[0]}/fold_1/model.pt",
         predictions=f"{R}/{{setting}}/seed_{SEEDS[0]}/fold_1/predictions.tsv",
     output:
-        maps=report(f"{R}/figures/attention/{{setting}}.png", caption="../report/attention.rst", category="Classification"),
+        maps=report(
+            f"{R}/figures/attention/{{setting}}.png", caption="../report/attention.rst", category="Classification"
+        ),
         concentration_figure=report(
             f"{R}/figures/attention/{{setting}}_concentration.png",
             caption="../report/attention_concentration.rst",

@@ -50,13 +50,19 @@ def _sweep_runs():
     for sweep in config["sweeps"]:
         known = config["model_params"].get(params_key(sweep["model"]), {})
         if sweep["param"] not in known:
-            raise ValueError(f"sweeps: {sweep['model']} has no parameter {sweep['param']!r}; "
-                             f"it has {', '.join(sorted(known)) or 'none'}")
+            raise ValueError(
+                f"sweeps: {sweep['model']} has no parameter {sweep['param']!r}; "
+                f"it has {', '.join(sorted(known)) or 'none'}"
+            )
         if sweep["param"] == "n_exemplars" and max(sweep["values"]) > config["exemplars"]["k"]:
-            raise ValueError(f"sweeps: n_exemplars up to {max(sweep['values'])} needs exemplars.k >= that "
-                             f"(it is {config['exemplars']['k']})")
-        runs += [sweep_name(sweep["model"], sweep["param"], v if not float(v).is_integer() else int(v))
-                 for v in sweep["values"]]
+            raise ValueError(
+                f"sweeps: n_exemplars up to {max(sweep['values'])} needs exemplars.k >= that "
+                f"(it is {config['exemplars']['k']})"
+            )
+        runs += [
+            sweep_name(sweep["model"], sweep["param"], v if not float(v).is_integer() else int(v))
+            for v in sweep["values"]
+        ]
     return runs
 
 
@@ -130,8 +136,13 @@ def _check_exemplar_pools():
     except InputError:
         return  # too few patients to cross-validate: the folds job says so, and a one-patient study may still tile
     try:
-        check_pools(SAMPLES, plan, config["exemplars"]["exclude"],
-                    [split_run(r)[0] for r in RUNS], ", ".join(map(str, workflow.configfiles)) or "config")
+        check_pools(
+            SAMPLES,
+            plan,
+            config["exemplars"]["exclude"],
+            [split_run(r)[0] for r in RUNS],
+            ", ".join(map(str, workflow.configfiles)) or "config",
+        )
     except InputError as err:
         raise WorkflowError(f"histexpr error: {err}") from None
 
@@ -142,9 +153,11 @@ _check_exemplar_pools()
 def sample_table():
     """The sample table (read at parse time)."""
     if SAMPLES is None:
-        raise WorkflowError(f"histexpr error: HER2ST is not in {HER2ST_CLONE} yet. Clone it first with "
-                            f"`snakemake --cores 1 fetch_her2st --configfile config/her2st.yaml`, then run again; "
-                            f"or point samples.root at a copy you have.")
+        raise WorkflowError(
+            f"histexpr error: HER2ST is not in {HER2ST_CLONE} yet. Clone it first with "
+            f"`snakemake --cores 1 fetch_her2st --configfile config/her2st.yaml`, then run again; "
+            f"or point samples.root at a copy you have."
+        )
     return SAMPLES
 
 
@@ -228,8 +241,9 @@ def per_fold(name):
     """``name`` of every (run, protocol, fold)."""
 
     def files(wildcards):
-        return expand(f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/{name}", model=RUNS, protocol=PROTOCOLS,
-                      fold=fold_ids())
+        return expand(
+            f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/{name}", model=RUNS, protocol=PROTOCOLS, fold=fold_ids()
+        )
 
     return files
 
@@ -248,9 +262,14 @@ def gene_groups():
 
 
 def final_targets(wildcards):
-    targets = [f"{R}/metrics.tsv", f"{R}/genes.tsv", f"{R}/metrics_by_group.tsv", f"{R}/metrics_by_section.tsv",
-               f"{R}/ablations.tsv",
-               f"{R}/report/metrics.html"]
+    targets = [
+        f"{R}/metrics.tsv",
+        f"{R}/genes.tsv",
+        f"{R}/metrics_by_group.tsv",
+        f"{R}/metrics_by_section.tsv",
+        f"{R}/ablations.tsv",
+        f"{R}/report/metrics.html",
+    ]
     if config["sweeps"]:
         targets.append(f"{R}/figures/sweeps.png")
     if LATENT_RUNS:
@@ -266,14 +285,18 @@ PREDICT_RUN = {
     "fold": FINAL_FOLD if PREDICT["fold"] == "all" else PREDICT["fold"],  # fold 0: every patient in training
 }
 # predictions are kept per run: predict/<slide>/<model>/<protocol>/fold_<k or all>/ (another run adds its own)
-PREDICT_DIR = (f"{PREDICT_RUN['model']}/{PREDICT_RUN['protocol']}/"
-               f"fold_{'all' if PREDICT_RUN['fold'] == FINAL_FOLD else PREDICT_RUN['fold']}")
+PREDICT_DIR = (
+    f"{PREDICT_RUN['model']}/{PREDICT_RUN['protocol']}/"
+    f"fold_{'all' if PREDICT_RUN['fold'] == FINAL_FOLD else PREDICT_RUN['fold']}"
+)
 
 
 def predict_targets(wildcards):
     if not PREDICT["slides"]:
-        raise WorkflowError("predict: no slides to predict; list them under predict.slides in the config "
-                            "(name: {image: path, um_per_px: ...})")
+        raise WorkflowError(
+            "predict: no slides to predict; list them under predict.slides in the config "
+            "(name: {image: path, um_per_px: ...})"
+        )
     return expand(f"{R}/predict/{{slide}}/{PREDICT_DIR}/predictions.h5ad", slide=list(PREDICT["slides"]))
 
 
@@ -283,11 +306,16 @@ def predict_inputs(wildcards):
         raise WorkflowError(f"predict: slide {wildcards.slide!r} is not under predict.slides in the config")
     model, protocol, fold = PREDICT_RUN["model"], PREDICT_RUN["protocol"], PREDICT_RUN["fold"]
     if model not in RUNS or protocol not in PROTOCOLS or fold not in [FINAL_FOLD] + fold_ids():
-        raise WorkflowError(f"predict: run {model}/{protocol}/fold_{fold} is not trained by this config "
-                            f"(models {RUNS}, protocols {PROTOCOLS}, folds {fold_ids()} or all)")
+        raise WorkflowError(
+            f"predict: run {model}/{protocol}/fold_{fold} is not trained by this config "
+            f"(models {RUNS}, protocols {PROTOCOLS}, folds {fold_ids()} or all)"
+        )
     run = f"{R}/{model}/{protocol}/fold_{fold}"
-    files = {"image": PREDICT["slides"][wildcards.slide]["image"], "model": f"{run}/model.pt",
-             "expression": f"{R}/fold_{fold}/{protocol}/expression.h5ad"}
+    files = {
+        "image": PREDICT["slides"][wildcards.slide]["image"],
+        "model": f"{run}/model.pt",
+        "expression": f"{R}/fold_{fold}/{protocol}/expression.h5ad",
+    }
     if not PREDICT["genes"]:  # heat maps of the genes the run predicts best on held-out slides
         cv_folds = fold_ids() if fold == FINAL_FOLD else [fold]
         files["genes"] = expand(f"{R}/{model}/{protocol}/fold_{{k}}/genes.tsv", k=cv_folds)

@@ -65,8 +65,11 @@ rule latent_figure:
     input:
         latent_predictions,
     output:
-        figure=report(f"{R}/figures/latent_fold{{fold}}_{{protocol}}.png", caption="../report/latent.rst",
-                      category="Latent space"),
+        figure=report(
+            f"{R}/figures/latent_fold{{fold}}_{{protocol}}.png",
+            caption="../report/latent.rst",
+            category="Latent space",
+        ),
         table=f"{R}/figures/latent_fold{{fold}}_{{protocol}}.tsv",
     params:
         models=LATENT_RUNS,

@@ -14,12 +14,22 @@ rule report_figures:
     output:
         tables=report(f"{R}/report/metrics.html", caption="../report/metrics.rst", category="Metrics"),
         pcc=report(f"{R}/report/pcc_per_gene.png", caption="../report/pcc.rst", category="Per-gene PCC"),
-        spatial=report(directory(f"{R}/report/spatial"), patterns=["{protocol}/{slide}.png"],
-                       caption="../report/spatial.rst", category="Spatial maps", subcategory="{protocol}",
-                       labels={"slide": "{slide}", "targets": "{protocol}"}),
-        curves=report(directory(f"{R}/report/curves"), patterns=["{protocol}/{model}.png"],
-                      caption="../report/curves.rst", category="Training curves", subcategory="{protocol}",
-                      labels={"model": "{model}", "targets": "{protocol}"}),
+        spatial=report(
+            directory(f"{R}/report/spatial"),
+            patterns=["{protocol}/{slide}.png"],
+            caption="../report/spatial.rst",
+            category="Spatial maps",
+            subcategory="{protocol}",
+            labels={"slide": "{slide}", "targets": "{protocol}"},
+        ),
+        curves=report(
+            directory(f"{R}/report/curves"),
+            patterns=["{protocol}/{model}.png"],
+            caption="../report/curves.rst",
+            category="Training curves",
+            subcategory="{protocol}",
+            labels={"model": "{model}", "targets": "{protocol}"},
+        ),
     params:
         study=config["study"],
         reference=REFERENCE,
