@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,23 @@ def run_snakemake(workdir: Path, configfile: Path | None, *args: str, timeout: i
         cmd += ["--configfile", str(configfile)]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_run(tmp_path_factory):
+    """The catalog's .test study run as make demo runs it (--logger histexpr), in a working directory whose
+    config/config.yaml is .test's and whose other config/*.yaml are the repository's: ``(workdir, process)``.
+    The folder beside it links to ../shared, so the docs' relative paths to shared data resolve there too."""
+    base = tmp_path_factory.mktemp("tiny_demo")
+    work = base / "main"
+    (work / "config").mkdir(parents=True)
+    for cfg in (REPO / "config").glob("*.yaml"):
+        if cfg.name != "config.yaml":
+            (work / "config" / cfg.name).symlink_to(cfg)
+    shutil.copy(REPO / ".test" / "config" / "config.yaml", work / "config" / "config.yaml")
+    (work / "profiles").symlink_to(REPO / "profiles")  # the docs run from the repository root
+    if SHARED_DATA.exists():
+        (base / "shared").symlink_to(SHARED_DATA.parent)
+    res = run_snakemake(work, None, "--logger", "histexpr")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    return work, res

@@ -338,33 +338,30 @@ def test_single_fold_reruns_by_target(her2st_run):
     pd.testing.assert_frame_equal(pd.read_csv(target, sep="\t"), before)  # seeded: the same numbers again
 
 
-def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
-    """The catalog's .test study (the demo shrunk: 3 one-section patients, 2-epoch knn and vit), found as
+def test_demo_graph_runs_and_reports_gene_groups(tiny_demo_run):
+    """The catalog's .test study (the demo shrunk: 3 one-section patients, 2-epoch networks), found as
     config/config.yaml of the working directory as `snakemake -d .test` finds it."""
-    (tmp_path / "config").mkdir()
+    tmp_path, res = tiny_demo_run
     path = tmp_path / "config" / "config.yaml"
-    shutil.copy(REPO / ".test" / "config" / "config.yaml", path)
     cfg = yaml.safe_load(path.read_text())
-    assert cfg["demo"]["patients"] == 3 and cfg["models"] == ["knn", "vit"]
-    res = run_snakemake(tmp_path, None, "--logger", "histexpr")  # as make demo runs it
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    assert cfg["demo"]["patients"] == 4 and cfg["models"] == ["knn", "vit", "egn"]
     # the quiet terminal: the plan in a line, a line per finished rule, no job blocks, no library chatter
     said = res.stderr.splitlines() + res.stdout.splitlines()
-    assert re.match(r"\d+ jobs to run: make_demo 1, sample_sheet 1, tile 3, ", said[0]), "\n".join(said)
-    assert re.search(r"^\[ *\d+%\] tile: all 3 jobs done \(\d+", res.stderr, re.M)
+    assert re.match(r"\d+ jobs to run: make_demo 1, sample_sheet 1, tile 4, ", said[0]), "\n".join(said)
+    assert re.search(r"^\[ *\d+%\] tile: all 4 jobs done \(\d+", res.stderr, re.M)
     assert re.search(r"^\[100%\] all: the job done", res.stderr, re.M)
     assert not any(s.startswith(("Select jobs", "Finished jobid", "    input:", "... storing")) for s in said)
     assert len(said) < 100, "\n".join(said)
     out = tmp_path / "results" / "demo"
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
     assert set(zip(groups["model"], groups["protocol"], groups["group"])) == {
-        (m, "raw", g) for m in ("knn", "vit", "colour_ridge", "depth_oracle") for g in ("image", "noise")}  # raw only
+        (m, "raw", g) for m in ("knn", "vit", "egn", "colour_ridge", "depth_oracle") for g in ("image", "noise")}
     assert "SYNTHETIC" in (tmp_path / "resources" / "demo" / "logs" / "make_demo.log").read_text()
     for sample in pd.read_csv(out / "samples.tsv", sep="\t")["sample"]:  # a spot-QC figure per sample
         assert (out / "qc" / f"{sample}.png").stat().st_size > 10_000
     # progress in the terminal, not only in the logs: a line per epoch of every network, one per fitted model
     epochs = cfg["train"]["epochs"]
-    for fold in (1, 2, 3):
+    for fold in (1, 2, 3, 4):
         lines = re.findall(rf"^\[train/vit/raw/fold_{fold}\] epoch (\d+)/{epochs}: val PCC@M -?[\d.]+ .*ETA .*$",
                            res.stderr, re.M)
         assert lines and [int(e) for e in lines] == list(range(1, len(lines) + 1)), res.stderr[-3000:]
@@ -381,7 +378,7 @@ def test_demo_graph_runs_and_reports_gene_groups(tmp_path):
     per_section = metrics[metrics["evaluation"] == "per_slide"].sort_values("PCC@M", ascending=False)
     methods = per_section[per_section["model"] != "depth_oracle"]  # the oracle reads test counts: never "best"
     assert verdict.startswith(f"  raw: best {methods['model'].iloc[0]}, PCC@M {methods['PCC@M'].iloc[0]:.3f}")
-    assert "(3 test sections)" in verdict
+    assert "(4 test sections)" in verdict
     assert ("the floor itself" in verdict) == (methods["model"].iloc[0] == "colour_ridge")
     assert any(line.strip().startswith("(depth_oracle, which reads each test spot's total count") for line in lines)
     assert "beats the floor" in verdict or "does not beat" in verdict or "the floor itself" in verdict
