@@ -112,3 +112,25 @@ def test_group_summary_averages_gene_pcc_per_fold():
     assert out.loc["image", "PCC@M"] == pytest.approx((0.3 + 0.7) / 2)
     assert out.loc["image", "PCC@M_sd"] == pytest.approx(np.std([0.3, 0.7], ddof=1))
     assert out.loc["noise", "n_genes"] == 1 and out.loc["noise", "PCC@M"] == pytest.approx(0.05)
+
+
+def test_group_verdicts_say_per_group_who_wins_and_when_nothing_predicts():
+    from histexpr.metrics import group_verdicts
+
+    rows = []
+    for group, n, scores in (("colour", 24, {"colour_ridge": 0.40, "vit": 0.33}),
+                             ("morphology", 12, {"colour_ridge": 0.02, "vit": 0.21}),
+                             ("noise", 24, {"colour_ridge": 0.004, "vit": 0.012})):
+        for model, pcc in scores.items():
+            d = {"vit": pcc - scores["colour_ridge"]}.get(model, np.nan)
+            rows.append({"model": model, "protocol": "raw", "group": group, "n_genes": n, "PCC@M": pcc,
+                         "PCC@M_sd": 0.01, "dPCC@M": d, "dPCC@M_lo": d - 0.05 if d == d else np.nan,
+                         "dPCC@M_hi": d + 0.05 if d == d else np.nan, "margin_over": "colour_ridge"})
+        rows.append({"model": "depth_oracle", "protocol": "raw", "group": group, "n_genes": n, "PCC@M": 0.9,
+                     "PCC@M_sd": 0.01, "dPCC@M": 0.5, "dPCC@M_lo": 0.4, "dPCC@M_hi": 0.6, "margin_over": "colour_ridge"})
+    lines = group_verdicts(pd.DataFrame(rows))
+    assert lines == [
+        "colour genes (24): best colour_ridge, PCC@M 0.400 ± 0.010: the floor itself; no model beats colour_ridge",
+        "morphology genes (12): best vit, PCC@M 0.210 ± 0.010, +0.190 [+0.140, +0.240] over colour_ridge: "
+        "beats the floor",
+        "noise genes (24): best vit, PCC@M 0.012 ± 0.010: no model predicts them (every |PCC@M| < 0.05)"]

@@ -373,11 +373,11 @@ def test_demo_graph_runs_and_reports_gene_groups(tiny_demo_run):
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert max(map(len, lines)) <= 120, max(lines, key=len)
-    verdict = next(line for line in lines if line.startswith("  raw: best "))
+    verdict = next(line for line in lines if line.lstrip().startswith("raw: best "))
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
     per_section = metrics[metrics["evaluation"] == "per_slide"].sort_values("PCC@M", ascending=False)
     methods = per_section[per_section["model"] != "depth_oracle"]  # the oracle reads test counts: never "best"
-    assert verdict.startswith(f"  raw: best {methods['model'].iloc[0]}, PCC@M {methods['PCC@M'].iloc[0]:.3f}")
+    assert verdict.lstrip().startswith(f"raw: best {methods['model'].iloc[0]}, PCC@M {methods['PCC@M'].iloc[0]:.3f}")
     assert "(4 test sections)" in verdict
     assert ("the floor itself" in verdict) == (methods["model"].iloc[0] == "colour_ridge")
     assert any(line.strip().startswith("(depth_oracle, which reads each test spot's total count") for line in lines)
@@ -388,7 +388,13 @@ def test_demo_graph_runs_and_reports_gene_groups(tiny_demo_run):
     # the run itself ended with the same verdict lines and the table's path
     ran = [line for line in res.stdout.splitlines() if line.strip()]
     end = ran[ran.index("demo: results/demo/metrics.tsv"):]
-    assert end[1] == verdict and end[-1] == "  every model and number: python -m histexpr.show results/demo"
+    said = [line for line in lines if line.strip() and not line.startswith("NOTE:")]
+    assert end[:-1] == said[:len(end) - 1] and verdict in end  # show begins with what the run ended with
+    assert end[-1] == "  every model and number: python -m histexpr.show results/demo"
+    # gene groups first, each with its verdict, and PCC@M defined
+    assert end[1] == "  by gene group (metrics_by_group.tsv; pooled over each fold's sections):"
+    assert end[2].startswith("    image genes (24): best ") and end[3].startswith("    noise genes (24): best ")
+    assert "  PCC@M: the mean over genes of each gene's Pearson r between predicted and measured expression." in end
     groups = pd.read_csv(out / "metrics_by_group.tsv", sep="\t")
     assert groups.loc[groups["model"] != "colour_ridge", "dPCC@M_lo"].notna().all()  # each group's margin
     page = (out / "report" / "metrics.html").read_text()

@@ -440,6 +440,37 @@ def verdicts(agg: pd.DataFrame, evaluation: str = "per_slide", digits: int = 3) 
     return lines
 
 
+PREDICTS_NOTHING = 0.05  # a group whose every method scores |PCC@M| below this is "not predicted"
+
+
+def group_verdicts(by_group: pd.DataFrame, digits: int = 3) -> list[str]:
+    """One line per protocol and gene group of ``metrics_by_group.tsv``: the best method on the group's genes,
+    its margin over the floor on those genes with its interval, and whether it beats the floor; a group no
+    method predicts (every |PCC@M| < 0.05) says so. Pooled over each fold's sections, as that table is."""
+    lines = []
+    g = by_group[~by_group["model"].isin(ORACLES)]
+    multi = "protocol" in g and g["protocol"].nunique() > 1
+    for protocol in dict.fromkeys(g["protocol"]) if "protocol" in g else [None]:
+        part = g[g["protocol"] == protocol] if protocol else g
+        for group in dict.fromkeys(part["group"]):
+            rows = part[part["group"] == group].sort_values("PCC@M", ascending=False, kind="stable")
+            best = rows.iloc[0]
+            head = (f"{protocol + ', ' if multi else ''}{group} genes ({int(best['n_genes'])}): best {best['model']}, "
+                    f"PCC@M {_pm(best['PCC@M'], best['PCC@M_sd'], digits)}")
+            ref = best.get("margin_over") if "margin_over" in rows else None
+            if (rows["PCC@M"].abs() < PREDICTS_NOTHING).all():
+                lines.append(f"{head}: no model predicts them (every |PCC@M| < {PREDICTS_NOTHING})")
+            elif not isinstance(ref, str) or not ref:
+                lines.append(head)
+            elif best["model"] == ref:
+                lines.append(f"{head}: the floor itself; no model beats {ref}")
+            else:
+                lo = best["dPCC@M_lo"]
+                says = "beats the floor" if lo > 0 else "does not beat the floor (the interval reaches 0)"
+                lines.append(f"{head}, {_margin(best['dPCC@M'], lo, best['dPCC@M_hi'], digits)} over {ref}: {says}")
+    return lines
+
+
 def display_sections(by_section: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The per-section table (``metrics_by_section.tsv``) to read: per protocol, fold and section, the models
     by PCC@M with their margin over the floor on that section's windows."""

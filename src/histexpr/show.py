@@ -13,7 +13,7 @@ import sys
 
 import pandas as pd
 
-from .metrics import EVALUATION_NAMES, display_blocks, display_groups, display_sections, verdicts
+from .metrics import EVALUATION_NAMES, display_blocks, display_groups, display_sections, group_verdicts, verdicts
 
 WIDTH = 120
 TEXT = ("protocol", "group", "model", "section", "setting")
@@ -36,6 +36,14 @@ def closing_lines(results_dir: str) -> list[str]:
     metrics, accuracy = os.path.join(results_dir, "metrics.tsv"), os.path.join(results_dir, "accuracy.tsv")
     if os.path.exists(metrics):
         lines, table = verdicts(pd.read_csv(metrics, sep="\t")), metrics
+        groups = os.path.join(results_dir, "metrics_by_group.tsv")
+        by_group = pd.read_csv(groups, sep="\t") if os.path.exists(groups) else None
+        if by_group is not None and by_group["group"].nunique() > 1:  # gene groups first: what each group shows
+            lines = (["by gene group (metrics_by_group.tsv; pooled over each fold's sections):"]
+                     + ["  " + line for line in group_verdicts(by_group)]
+                     + ["all genes, per test section:"] + ["  " + line for line in lines]
+                     + ["PCC@M: the mean over genes of each gene's Pearson r between predicted and measured "
+                        "expression."])
     elif os.path.exists(accuracy):
         from .classification import accuracy_verdict
 
@@ -73,9 +81,8 @@ def show(results_dir: str) -> int:
     table = pd.read_csv(path, sep="\t")
     floor = table["margin_over"].dropna().iloc[0] if "margin_over" in table and table["margin_over"].notna().any() \
         else None
-    print(f"{study}: {path}")
-    for line in verdicts(table):
-        print("  " + line)
+    for line in closing_lines(results_dir)[:-1]:  # the verdict lines the run ended with
+        print(line)
     print("\nper section: each test section scored on its own spots, mean ± sd over the study's test sections "
           "(the verdict);\npooled: all test spots of a fold correlated at once, mean ± sd over folds (it also "
           "scores how sections differ).")
