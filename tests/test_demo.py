@@ -65,3 +65,37 @@ def test_image_genes_follow_the_image_and_noise_genes_do_not(demo_dir):
     assert image > 0.25 and image > 2 * noise, (image, noise)
     tumour = [np.corrcoef(F[:, 0], L[g])[0, 1] for g in L.columns if g.startswith("img_tumour")]
     assert min(tumour) > 0.2  # tumour genes rise with nuclear density
+
+
+def test_morphology_nuclei_differ_in_arrangement_only():
+    """The morphology genes' nuclei: packed in rosettes or scattered, at the same density and size and never
+    touching, so a window's colour statistics (colour_ridge's features) do not depend on the packing."""
+    from scipy.spatial import cKDTree
+
+    from histexpr.data.demo import _arranged_nuclei
+    from histexpr.models.colour_ridge import colour_features
+
+    allowed = np.ones((600, 600), bool)
+    # as the demo draws them at 2 um/px: 120-um cells, 6-um radius, 6-um gaps
+    masks = {v: _arranged_nuclei(np.random.default_rng(0), np.full(allowed.shape, v), allowed, 60, 3, 3)
+             for v in (0.0, 1.0)}
+    inner = (slice(100, 500), slice(100, 500))
+    fill = {v: m[inner].mean() for v, m in masks.items()}
+    assert fill[1.0] == pytest.approx(fill[0.0], rel=0.03)  # the same share of nuclear pixels
+
+    def nearest(mask):
+        from scipy import ndimage
+
+        lab, k = ndimage.label(mask)
+        centres = np.array(ndimage.center_of_mass(mask, lab, range(1, k + 1)))
+        return cKDTree(centres).query(centres, k=2)[0][:, 1]
+
+    # packed: every nucleus has a neighbour one diameter + gap (9 px) away; spread: a cell / √7 (22.7 px)
+    packed, spread = np.median(nearest(masks[1.0])), np.median(nearest(masks[0.0]))
+    assert packed == pytest.approx(9, abs=0.6) and spread == pytest.approx(60 / np.sqrt(7), abs=1.0), (packed, spread)
+    # colour statistics of 48-px windows: the same distribution either way (means within 2 sd of the mean)
+    windows = {v: np.stack([np.repeat(m[y:y + 48, x:x + 48, None], 3, 2).astype(np.uint8) * 255
+                            for y in range(100, 452, 48) for x in range(100, 452, 48)]) for v, m in masks.items()}
+    f0, f1 = (colour_features(windows[v])[:, :6] for v in (0.0, 1.0))  # channel means and SDs
+    se = np.sqrt(f0.var(0) / len(f0) + f1.var(0) / len(f1))
+    assert (np.abs(f0.mean(0) - f1.mean(0)) < 2.5 * se + 1e-9).all()
