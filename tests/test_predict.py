@@ -42,3 +42,16 @@ def test_a_slide_without_tissue_is_a_clear_error(tmp_path):
     Image.fromarray(np.full((300, 300, 3), 245, np.uint8)).save(path)
     with open_image(path) as slide, pytest.raises(ValueError, match="no tissue window"):
         tile_tissue(slide, um_per_px=1.0, window_um=50, window_px=16)
+
+
+def test_a_slide_given_on_the_command_line_is_accepted_and_a_missing_one_named(tmp_path):
+    from conftest import run_snakemake
+
+    Image.new("RGB", (64, 64), (230, 200, 220)).save(tmp_path / "x.jpg")
+    ok = run_snakemake(tmp_path, None, "-n", "predict", "--config",
+                       "predict={slides: {s: {image: x.jpg, um_per_px: 2}}}")
+    assert ok.returncode == 0 and "predict_slide" in ok.stdout, ok.stderr[-2000:]
+    missing = run_snakemake(tmp_path, None, "-n", "predict", "--config",
+                            "predict={slides: {s: {image: y.jpg, um_per_px: 2}}}")
+    errors = [line.strip() for line in (missing.stdout + missing.stderr).splitlines() if "histexpr error" in line]
+    assert missing.returncode != 0 and errors == ["histexpr error: predict.slides.s.image: y.jpg not found"], errors

@@ -297,6 +297,9 @@ def predict_targets(wildcards):
             "predict: no slides to predict; list them under predict.slides in the config "
             "(name: {image: path, um_per_px: ...})"
         )
+    for name, slide in PREDICT["slides"].items():  # one line naming the key, not a MissingInputException
+        if not os.path.exists(slide["image"]):
+            raise WorkflowError(f"histexpr error: predict.slides.{name}.image: {slide['image']} not found")
     return expand(f"{R}/predict/{{slide}}/{PREDICT_DIR}/predictions.h5ad", slide=list(PREDICT["slides"]))
 
 
