@@ -278,7 +278,6 @@ def test_a_read_only_results_folder_stops_before_the_first_job_in_one_line(tmp_p
         pytest.skip("needs a non-root user, or root allowed to mount (to make a folder read-only)")
     try:
         res = run_snakemake(tmp_path, None, "--config", "models=[knn]")
-        dry = run_snakemake(tmp_path, None, "-n", "--config", "models=[knn]")
     finally:
         subprocess.run(["umount", str(results)], capture_output=True)
         results.chmod(0o755)
@@ -290,4 +289,3 @@ def test_a_read_only_results_folder_stops_before_the_first_job_in_one_line(tmp_p
                   "or run in one that is (snakemake --directory DIR)"]), res.stderr[-2000:]
     assert "Finished jobid" not in res.stderr  # not even make_demo ran first
     assert not (tmp_path / "resources").exists()
-    assert dry.returncode == 0, dry.stderr[-2000:]  # a dry run writes nothing, so it plans as usual
