@@ -38,6 +38,13 @@ _WRITE_PROBLEMS = {
 }
 
 
+def _existing_folder(path: str) -> str:
+    """``path`` or its nearest parent that exists (where a file for it would be created)."""
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def write_problem(err: BaseException, path: str | os.PathLike) -> OutputError | None:
     """The :class:`OutputError` for an ``OSError`` (or HDF5's ``RuntimeError``) that means ``path`` (or its
     folder) cannot be written, with the free space of that disk; None for any other error."""
@@ -57,9 +64,7 @@ def write_problem(err: BaseException, path: str | os.PathLike) -> OutputError | 
             not os.path.abspath(path).startswith(os.path.dirname(os.path.abspath(named))):
         return None  # an input the writer was reading, not the output
     problem = _WRITE_PROBLEMS[code]
-    folder = os.path.dirname(os.path.abspath(path))
-    while folder and not os.path.isdir(folder):
-        folder = os.path.dirname(folder)
+    folder = _existing_folder(os.path.dirname(os.path.abspath(path)))
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         try:
             problem += f" ({shutil.disk_usage(folder).free / 2**20:,.0f} MiB free there)"
@@ -78,13 +83,7 @@ def check_writable(folder: str | os.PathLike, min_free_mib: float = 64) -> None:
     import shutil
     import tempfile
 
-    target = os.path.abspath(folder)
-    probe = target
-    while not os.path.isdir(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    probe = _existing_folder(os.path.abspath(folder))
     try:
         fd, name = tempfile.mkstemp(prefix=".histexpr-write-check.", dir=probe)
         os.close(fd)

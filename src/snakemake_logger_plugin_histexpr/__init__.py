@@ -26,6 +26,8 @@ from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
+from histexpr.utils import duration
+
 # Snakemake's messages that say nothing a user acts on (their lines start so).
 ROUTINE = ("Assuming unrestricted shared filesystem", "Building DAG of jobs", "Using shell:", "Provided cores:",
            "Rules claiming more threads", "Conda environments: ignored", "Singularity containers: ignored",
@@ -110,7 +112,7 @@ class LogHandler(LogHandlerBase):
                 took = time.monotonic() - self.started.get(rule, time.monotonic())
                 n = self.planned[rule]
                 pct = 100 * self.finished // max(self.total, 1)
-                self._print(f"[{pct:3d}%] {rule}: {'the job' if n == 1 else f'all {n} jobs'} done ({_took(took)})")
+                self._print(f"[{pct:3d}%] {rule}: {'the job' if n == 1 else f'all {n} jobs'} done ({duration(took)})")
         elif event in (LogEvent.JOB_ERROR, LogEvent.GROUP_ERROR, LogEvent.ERROR):
             self._print(self.default_format.format(record))
         elif event in (LogEvent.PROGRESS, LogEvent.JOB_STARTED, LogEvent.SHELLCMD, LogEvent.WORKFLOW_STARTED,
@@ -123,7 +125,3 @@ class LogHandler(LogHandlerBase):
             if text.strip() and not text.lstrip().startswith(ROUTINE):
                 self._print(text)
 
-
-def _took(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s} s" if s < 60 else f"{s // 60}m{s % 60:02d}s"
