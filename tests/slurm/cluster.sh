@@ -3,7 +3,8 @@
 #
 #   bash tests/slurm/cluster.sh start   install slurm-wlm + munge (apt, as root) if missing, write
 #                                       /etc/slurm/slurm.conf, start munged, slurmctld and slurmd
-#   bash tests/slurm/cluster.sh stop    stop the three daemons by their pid files
+#   bash tests/slurm/cluster.sh stop    stop the three daemons by their pid files and remove the
+#                                       slurm.conf/gres.conf it wrote
 #
 # The node advertises one "gpu" (Gres=gpu:1 backed by /dev/null), so GPU rules submitted with --gpus=1
 # schedule exactly as on a real GPU partition; the jobs themselves run on the CPU. Accounting is off, so the profile's status command must be squeue (see profiles/slurm).
@@ -99,6 +100,12 @@ stop() {
     stop_pid slurmd "$STATE/slurmd.pid"
     stop_pid slurmctld "$STATE/slurmctld.pid"
     stop_pid munged "$STATE/munged.pid"
+    # A slurm.conf naming a controller that no longer runs makes every later `snakemake` on this machine wait
+    # ~10 s (the slurm executor plugin runs `scontrol show config` when Snakemake starts): remove ours.
+    if [ -e "$CONF" ] && grep -qF "$MARK" "$CONF"; then
+        rm -f "$CONF" /etc/slurm/gres.conf
+        log "removed $CONF (written by this script)"
+    fi
 }
 
 start() {
