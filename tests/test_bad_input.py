@@ -1,6 +1,7 @@
 """Bad input gives one clear error naming the file, before any expensive work."""
 
 import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,22 @@ def test_config_overrides_and_a_partial_configfile_on_the_defaults(tmp_path):
     res = run_snakemake(tmp_path, partial, "-n")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "sample_sheet" in res.stdout and "make_demo" not in res.stdout
+    # a study whose sheet sits where the demo's does, without a demo: section, reads it and never redraws it
+    demo_sheet = tmp_path / "resources" / "demo" / "samples.tsv"
+    demo_sheet.parent.mkdir(parents=True)
+    shutil.copy(sheet, demo_sheet)
+    partial.write_text(yaml.safe_dump({"study": "mine", "samples": "resources/demo/samples.tsv", "models": ["knn"]}))
+    res = run_snakemake(tmp_path, partial, "-n")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "make_demo" not in res.stdout and "results/mine/tiles/S1.npy" in res.stdout, res.stdout[-3000:]
+
+
+@pytest.mark.workflow
+def test_a_classification_study_without_its_images_stops_in_one_line_saying_where_they_come_from(tmp_path):
+    res = run_snakemake(tmp_path, REPO / "config" / "lymphoma.yaml", "-n")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    lines = [ln for ln in out.splitlines() if "histexpr error" in ln]
+    assert len(lines) == 1 and "images: resources/lymphoma not found" in lines[0], out[-2000:]
+    assert "IICBU 2008" in lines[0] and "--config 'images={root: /path/to/images}'" in lines[0]
+    assert "MissingInputException" not in out

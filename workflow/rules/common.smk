@@ -23,6 +23,10 @@ SCHEMAS = os.path.join(workflow.current_basedir, "..", "schemas")
 ENV_DATA = "../../envs/data.yaml"
 ENV_TORCH = "../../envs/torch.yaml"
 
+# The demo is drawn (make_demo) only for a config that has a demo: section: another study that reads
+# resources/demo/samples.tsv reads it as a sheet like any other, and never redraws the demo.
+DEMO_CONFIG = "demo" in config
+
 try:
     config.update(
         workflow_config(
@@ -101,6 +105,7 @@ def sheet_layout():
 DEMO_DIR = "resources/demo"
 DEMO_SHEET = f"{DEMO_DIR}/samples.tsv"
 HER2ST_CLONE = "resources/her2st"
+MAKES_DEMO = DEMO_CONFIG and sheet_layout() == "sheet" and os.path.normpath(str(sheet_source())) == DEMO_SHEET
 
 
 def _planned_samples():
@@ -108,7 +113,7 @@ def _planned_samples():
     job. None only while HER2ST is yet to be cloned (fetch_her2st)."""
     source, schema = str(sheet_source()), os.path.join(SCHEMAS, "samples.schema.yaml")
     try:
-        if sheet_layout() == "sheet" and os.path.normpath(source) == DEMO_SHEET:
+        if MAKES_DEMO:
             return complete_sheet(demo_samples(config.get("demo")), DEMO_SHEET, schema=schema, check_files=False)
         if sheet_layout() == "her2st":
             if not os.path.exists(source) and os.path.normpath(source) == HER2ST_CLONE:

@@ -43,6 +43,21 @@ def images_source():
     return images if isinstance(images, str) else images["root"]
 
 
+# Missing images stop here, in one line that says where they come from (not as a MissingInputException).
+if not os.path.exists(images_source()):
+    source = (
+        "The lymphoma images are the IICBU 2008 benchmark's lymphoma set (CLL, FL, MCL; NIA's IICBU 2008 "
+        "page): put them there as one folder per class, or "
+        if config["study"] == "lymphoma"
+        else "Write one folder per class there, or "
+    )
+    raise WorkflowError(
+        f"histexpr error: images: {images_source()} not found (working directory {os.getcwd()}). {source}"
+        "point images.root (or a sheet with columns image, label) at your copy: "
+        "--config 'images={root: /path/to/images}'"
+    )
+
+
 # A sheet with a split column (or a train/ + test/ folder) fixes the test set: one fold.
 FOLDS = [1] if sheet_has_split(images_source()) else list(range(1, config["folds"]["k"] + 1))
 SEEDS = config["seeds"]

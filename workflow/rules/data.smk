@@ -2,24 +2,28 @@
 # validated sample sheet, and tiling each section into windows + counts.
 
 
-rule make_demo:
-    output:
-        sheet=DEMO_SHEET,
-        groups=f"{DEMO_DIR}/gene_groups.tsv",
-        readme=f"{DEMO_DIR}/SYNTHETIC_DATA.txt",
-        images=demo_files("image"),
-        counts=demo_files("counts"),
-        spots=demo_files("spots"),
-    params:
-        demo=config.get("demo", {}),
-    log:
-        f"{DEMO_DIR}/logs/make_demo.log",
-    benchmark:
-        f"{DEMO_DIR}/benchmarks/make_demo.tsv"
-    conda:
-        ENV_DATA
-    script:
-        "../../scripts/make_demo.py"
+# Only for a config with a demo: section (common.smk, MAKES_DEMO): a study that merely reads the demo's sheet
+# never redraws it.
+if MAKES_DEMO:
+
+    rule make_demo:
+        output:
+            sheet=DEMO_SHEET,
+            groups=f"{DEMO_DIR}/gene_groups.tsv",
+            readme=f"{DEMO_DIR}/SYNTHETIC_DATA.txt",
+            images=demo_files("image"),
+            counts=demo_files("counts"),
+            spots=demo_files("spots"),
+        params:
+            demo=config.get("demo", {}),
+        log:
+            f"{DEMO_DIR}/logs/make_demo.log",
+        benchmark:
+            f"{DEMO_DIR}/benchmarks/make_demo.tsv"
+        conda:
+            ENV_DATA
+        script:
+            "../../scripts/make_demo.py"
 
 
 rule fetch_her2st:
