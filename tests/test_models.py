@@ -92,16 +92,22 @@ def test_colour_ridge_learns_colour_and_chooses_alpha_on_validation():
     assert get_model("knn").factory({}).fit(pool).predict(pool, np.array([], int)).shape == (0, 3)
 
 
+def _depth_fold(seed: int, n: int = 300):
+    """A fold whose first gene follows each spot's log total count and whose second does not:
+    ``(data, targets, split, obs)``."""
+    rng = np.random.default_rng(seed)
+    library = rng.lognormal(7, 0.6, n)
+    targets = np.column_stack([0.3 * np.log1p(library) + rng.normal(0, 0.05, n), rng.uniform(size=n)])
+    split = np.array(["train"] * (n * 3 // 5) + ["val"] * (n // 5) + ["test"] * (n - n * 3 // 5 - n // 5))
+    obs = pd.DataFrame({"library_size": library}, index=[f"s{i}" for i in range(n)])
+    data = FoldData(targets, split, ["depth", "noise"], adata=ad.AnnData(targets.astype(np.float32), obs=obs))
+    return data, targets, split, obs
+
+
 def test_depth_oracle_reads_only_each_spots_total_count():
     """Genes that follow depth are predicted from the test spot's own count; genes that do not, are not;
     the fit sees training and validation spots only."""
-    rng = np.random.default_rng(1)
-    n = 300
-    library = rng.lognormal(7, 0.6, n)
-    targets = np.column_stack([0.3 * np.log1p(library) + rng.normal(0, 0.05, n), rng.uniform(size=n)])
-    split = np.array(["train"] * 180 + ["val"] * 60 + ["test"] * 60)
-    obs = pd.DataFrame({"library_size": library}, index=[f"s{i}" for i in range(n)])
-    data = FoldData(targets, split, ["depth", "noise"], adata=ad.AnnData(targets.astype(np.float32), obs=obs))
+    data, targets, split, obs = _depth_fold(1)
     model = get_model("depth_oracle").factory({}).fit(data)
     test = data.index("test")
     pred = model.predict(data, test)
@@ -111,6 +117,20 @@ def test_depth_oracle_reads_only_each_spots_total_count():
     data2 = FoldData(blind, split, data.genes, adata=ad.AnnData(blind.astype(np.float32), obs=obs))
     np.testing.assert_allclose(get_model("depth_oracle").factory({}).fit(data2).coef, model.coef)
     assert "depth_oracle" in FITTED and MODEL_NEEDS["depth_oracle"] == ()
+
+
+def test_a_validation_score_blind_to_alpha_keeps_the_least_shrinkage_without_an_edge_warning(caplog):
+    """One feature: every alpha gives the same validation PCC (PCC ignores the scale), so the smallest alpha is
+    kept (the fit closest to least squares) and no 'edge of the grid' warning is printed."""
+    data, targets, _, _ = _depth_fold(2)
+    with caplog.at_level("INFO"):
+        model = get_model("depth_oracle").factory({}).fit(data)
+    assert model.alpha == min(model.alphas)
+    assert "does not depend on alpha" in caplog.text and "edge of the grid" not in caplog.text
+    # close to least squares: the depth gene's slope is not shrunk towards 0
+    test = data.index("test")
+    slope = np.polyfit(model.predict(data, test)[:, 0], targets[test, 0], 1)[0]
+    assert 0.9 < slope < 1.1, slope
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,12 @@ class Ridge:
                 rss = resid0 + (((1 - shrink)[:, None] * uty) ** 2).sum()
                 scores.append(-rss / n / (1 - shrink.sum() / n) ** 2)
             how = "generalised cross-validation (no validation split)"
-        best = int(np.argmax(scores))
+        # Scores equal to rounding (e.g. depth_oracle's one feature: PCC is blind to the shrinkage) are a tie,
+        # and a tie keeps the least shrinkage rather than whichever alpha rounding favoured.
+        top = float(np.max(scores))
+        tied = [i for i, v in enumerate(scores) if v >= top - 1e-9 * max(1.0, abs(top))]
+        best = min(tied, key=lambda i: self.alphas[i])
+        flat = len(tied) == len(scores)
         self.alpha = self.alphas[best]
         self.scores = dict(zip(self.alphas, map(float, scores)))
         if self.refit and len(val):
@@ -90,7 +95,10 @@ class Ridge:
         log.info("%s: %d features, %d training windows; alpha %.3g chosen by %s (score %.4f)%s",
                  self.name, phi.shape[1], len(train), self.alpha, how, scores[best],
                  f"; refit on {len(train) + len(val)} training + validation windows" if self.refit and len(val) else "")
-        if len(self.alphas) > 1 and best in (0, len(self.alphas) - 1):
+        if flat and len(self.alphas) > 1:
+            log.info("%s: the %s does not depend on alpha (equal for all %d values); the smallest, %.3g, is kept",
+                     self.name, how, len(self.alphas), self.alpha)
+        elif len(self.alphas) > 1 and best in (0, len(self.alphas) - 1):
             log.warning("%s: alpha %.3g is at the edge of the grid %s; widen model_params.%s.alphas",
                         self.name, self.alpha, [f"{a:.3g}" for a in self.alphas], self.name)
         return self
