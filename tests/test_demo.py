@@ -67,35 +67,46 @@ def test_image_genes_follow_the_image_and_noise_genes_do_not(demo_dir):
     assert min(tumour) > 0.2  # tumour genes rise with nuclear density
 
 
-def test_morphology_nuclei_differ_in_arrangement_only():
-    """The morphology genes' nuclei: packed in rosettes or scattered, at the same density and size and never
-    touching, so a window's colour statistics (colour_ridge's features) do not depend on the packing."""
-    from scipy.spatial import cKDTree
+def test_morphology_nuclei_differ_in_size_only():
+    """The morphology genes' nuclei: pleomorphic groups (one large, five small) or uniform ones (five medium), at
+    the same nuclear area and edge length and never touching, so a window's colour statistics and gradient
+    energy (colour_ridge's features) hardly depend on the field; the nuclei's sizes do."""
+    from scipy import ndimage
 
-    from histexpr.data.demo import _arranged_nuclei
+    from histexpr.data.demo import _pleomorphic_nuclei
     from histexpr.models.colour_ridge import colour_features
 
-    allowed = np.ones((600, 600), bool)
-    # as the demo draws them at 2 um/px: 120-um cells, 6-um radius, 6-um gaps
-    masks = {v: _arranged_nuclei(np.random.default_rng(0), np.full(allowed.shape, v), allowed, 60, 3, 3)
+    allowed = np.ones((700, 700), bool)
+    # as the demo draws them at 2 um/px: 70-um cells, radii 4, 6 and 10 um
+    masks = {v: _pleomorphic_nuclei(np.random.default_rng(0), np.full(allowed.shape, v), allowed, 35, (2, 3, 5))
              for v in (0.0, 1.0)}
-    inner = (slice(100, 500), slice(100, 500))
+    inner = (slice(100, 600), slice(100, 600))
     fill = {v: m[inner].mean() for v, m in masks.items()}
     assert fill[1.0] == pytest.approx(fill[0.0], rel=0.03)  # the same share of nuclear pixels
-
-    def nearest(mask):
-        from scipy import ndimage
-
-        lab, k = ndimage.label(mask)
-        centres = np.array(ndimage.center_of_mass(mask, lab, range(1, k + 1)))
-        return cKDTree(centres).query(centres, k=2)[0][:, 1]
-
-    # packed: every nucleus has a neighbour one diameter + gap (9 px) away; spread: a cell / √7 (22.7 px)
-    packed, spread = np.median(nearest(masks[1.0])), np.median(nearest(masks[0.0]))
-    assert packed == pytest.approx(9, abs=0.6) and spread == pytest.approx(60 / np.sqrt(7), abs=1.0), (packed, spread)
-    # colour statistics of 48-px windows: the same distribution either way (means within 2 sd of the mean)
+    sizes = {}
+    for v, m in masks.items():
+        lab, k = ndimage.label(m)  # the generator draws no disk across the image's edge
+        sizes[v] = np.bincount(lab.ravel())[1:]
+    # no two nuclei touch: every component is one whole disk (13, 29 or 81 px)
+    assert set(np.unique(sizes[0.0])) == {29}
+    assert set(np.unique(sizes[1.0])) == {13, 81}
+    assert (sizes[1.0] == 81).sum() == pytest.approx((sizes[1.0] == 13).sum() / 5, rel=0.1)
+    # colour statistics and gradient energy of 48-px windows: the same distribution either way
     windows = {v: np.stack([np.repeat(m[y:y + 48, x:x + 48, None], 3, 2).astype(np.uint8) * 255
-                            for y in range(100, 452, 48) for x in range(100, 452, 48)]) for v, m in masks.items()}
-    f0, f1 = (colour_features(windows[v])[:, :6] for v in (0.0, 1.0))  # channel means and SDs
-    se = np.sqrt(f0.var(0) / len(f0) + f1.var(0) / len(f1))
-    assert (np.abs(f0.mean(0) - f1.mean(0)) < 2.5 * se + 1e-9).all()
+                            for y in range(100, 552, 48) for x in range(100, 552, 48)]) for v, m in masks.items()}
+    f0, f1 = (colour_features(windows[v]) for v in (0.0, 1.0))
+    cols = [0, 1, 2, 3, 4, 5, f0.shape[1] - 1]  # channel means and SDs, gradient energy
+    se = np.sqrt(f0[:, cols].var(0) / len(f0) + f1[:, cols].var(0) / len(f1))
+    assert (np.abs(f0[:, cols].mean(0) - f1[:, cols].mean(0)) < 2.5 * se + 1e-9).all()
+    assert f1[:, -1].mean() == pytest.approx(f0[:, -1].mean(), rel=0.05)
+
+
+@pytest.mark.parametrize("um_per_px, warned", [(2.0, False), (3.0, True)])
+def test_the_morphology_nuclei_say_when_a_pixel_size_breaks_their_area_match(um_per_px, warned, caplog):
+    from histexpr.data.demo import DemoConfig, render_section
+
+    cfg = DemoConfig(image_px=400, um_per_px=um_per_px, genes_morphology=4)
+    stain = np.array([[226.0, 140.0, 186.0], [68.0, 40.0, 122.0]])
+    with caplog.at_level("WARNING"):
+        render_section(np.random.default_rng(0), cfg, stain, np.full((400, 400), 0.5), np.random.default_rng(1))
+    assert ("no longer cover the same area" in caplog.text) == warned, caplog.text

@@ -3,13 +3,18 @@
 Deterministic for a given seed. Each section is rendered from four latent
 tissue fields: tumour cellularity (large dark nuclei), immune infiltrate
 (small dense nuclei), stroma (pink fibres) and fat (empty white cells), plus a
-per-patient stain variation. Two kinds of genes are drawn per spot:
+per-patient stain variation. Up to three kinds of genes are drawn per spot:
 
 * **image genes** (``img_*``): log-mean rises with one latent field averaged
   over the spot, so the window shows what drives them;
 * **noise genes** (``noise_*``): log-mean follows a smooth random field drawn
   independently of the image (or none), so nothing in the window predicts
-  them.
+  them;
+* **morphology genes** (``morph_*``, ``genes_morphology``, off by default):
+  log-mean follows a fifth field that sets how *pleomorphic* a population of
+  pale nuclei is (a few large nuclei among small ones, or uniform medium ones)
+  at the same colour, nuclear area and edge length, so colour statistics
+  hardly see it and a model must look at the nuclei's sizes.
 
 Library sizes vary at random, independently of the image. Files are written in
 the layout of the HER2ST repository (counts ``.tsv.gz`` with ``XxY`` row ids,
@@ -75,51 +80,51 @@ def _scatter(rng: np.random.Generator, intensity: np.ndarray, n: int, radius: in
     return ndimage.binary_dilation(mask, structure=_disk(radius))
 
 
-def _arranged_nuclei(rng: np.random.Generator, nest: np.ndarray, allowed: np.ndarray, cell: int, radius: int,
-                     gap: int) -> np.ndarray:
-    """Disks of ``radius`` on ``allowed``, seven to each cell of a hexagonal lattice of spacing ``cell``: spread
-    evenly over the cell (the seven form a lattice ``cell / √7`` apart, all cells alike) or, with probability
-    ``nest`` at the cell's centre, packed in a rosette (a disk and six around it, ``2 radius + gap`` apart,
-    turned at random).
+def _pleomorphic_nuclei(rng: np.random.Generator, pleo: np.ndarray, allowed: np.ndarray, cell: int,
+                        radii: tuple[int, int, int]) -> np.ndarray:
+    """Nuclei on ``allowed``, a group to each cell of a hexagonal lattice of spacing ``cell``, at the seven
+    slots of the cell's √7 sub-lattice (a centre and six around it, ``cell / √7`` apart, so slots of neighbouring
+    cells tile evenly). With probability ``pleo`` at the cell's centre the group is *pleomorphic*, one large
+    nucleus and five small ones; otherwise *uniform*, five medium ones. Slots are drawn at random.
 
-    No disk is ever dropped or moved for lack of room, and none touch, so a window holds about the same number
-    of disks of the same size and edges either way: its colour histogram, mean, SD and gradient energy do not
-    depend on ``nest``; only the arrangement does."""
+    ``radii = (small, medium, large)`` are chosen so that both groups cover the same area and have the same
+    edge length: five medium disks (radius 3: 5 × 29 px, 5 × 28 edge steps) against one large and five small
+    (radius 5 and 2: 81 + 5 × 13 px, 44 + 5 × 20 edge steps). A window's colour histogram, mean, SD and
+    gradient energy thus hardly depend on ``pleo`` (what colour_ridge reads); the nuclei's sizes do."""
     shape = allowed.shape
     mask = np.zeros(shape, bool)
-    disk = _disk(radius)
+    small, medium, large = radii
+    disks = {r: _disk(r) for r in radii}
     angle = rng.uniform(0, np.pi / 3)  # the section's lattice orientation
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     a1, a2 = rot @ np.array([cell, 0.0]), rot @ np.array([cell / 2, cell * np.sqrt(3) / 2])
-    # the seven spread positions: the √7 sub-lattice of the hexagonal cell (a centre and six around it)
     sub = np.arctan2(np.sqrt(3) / 2, 2.5)  # the sub-lattice's turn against the cell lattice (19.1°)
-    spread = [np.zeros(2)] + [cell / np.sqrt(7) * np.array([np.cos(angle + sub + k * np.pi / 3),
-                                                           np.sin(angle + sub + k * np.pi / 3)]) for k in range(6)]
-    d = 2 * radius + gap
+    slots = np.array([np.zeros(2)] + [cell / np.sqrt(7) * np.array([np.cos(angle + sub + k * np.pi / 3),
+                                                                  np.sin(angle + sub + k * np.pi / 3)])
+                                      for k in range(6)])
     reach = int(np.ceil(max(shape) / cell * 1.3)) + 2
     for i in range(-reach, reach + 1):
         for j in range(-reach, reach + 1):
             c = i * a1 + j * a2
             if not (0 <= c[0] < shape[1] and 0 <= c[1] < shape[0]):
                 continue
-            if rng.random() < nest[int(c[1]), int(c[0])]:
-                turn = rng.uniform(0, np.pi / 3)
-                offsets = [np.zeros(2)] + [d * np.array([np.cos(turn + k * np.pi / 3), np.sin(turn + k * np.pi / 3)])
-                                           for k in range(6)]
+            order = rng.permutation(7)
+            if rng.random() < pleo[int(c[1]), int(c[0])]:
+                group = [(order[0], large)] + [(k, small) for k in order[1:6]]
             else:
-                offsets = spread
-            for o in offsets:
-                x, y = (int(round(v)) for v in c + o)
-                if radius <= y < shape[0] - radius and radius <= x < shape[1] - radius and allowed[y, x]:
-                    mask[y - radius:y + radius + 1, x - radius:x + radius + 1] |= disk
+                group = [(k, medium) for k in order[:5]]
+            for k, r in group:
+                x, y = (int(round(v)) for v in c + slots[k])
+                if r <= y < shape[0] - r and r <= x < shape[1] - r and allowed[y, x]:
+                    mask[y - r:y + r + 1, x - r:x + r + 1] |= disks[r]
     return mask
 
 
 def render_section(rng: np.random.Generator, cfg: DemoConfig, stain: np.ndarray,
-                   nest: np.ndarray | None = None, nest_rng: np.random.Generator | None = None
+                   pleo: np.ndarray | None = None, pleo_rng: np.random.Generator | None = None
                    ) -> tuple[np.ndarray, dict]:
-    """Render one H&E-like image and return it with its latent fields. With ``nest`` (a field in [0, 1]), a
-    population of medium nuclei of constant density is drawn whose packing in rosettes follows it."""
+    """Render one H&E-like image and return it with its latent fields. With ``pleo`` (a field in [0, 1]), a
+    population of pale nuclei of constant area is drawn whose share of pleomorphic groups follows it."""
     shape = (cfg.image_px, cfg.image_px)
     blobs = max(3, int(cfg.image_px * cfg.um_per_px / 450))
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]] / cfg.image_px - 0.5
@@ -157,12 +162,18 @@ def render_section(rng: np.random.Generator, cfg: DemoConfig, stain: np.ndarray,
     img[tissue] = tissue_rgb[tissue]
     img[big & tissue] = haem * 0.85
     img[small & tissue] = haem * 0.65
-    if nest is not None:
-        # seven nuclei per 100-um lattice cell on all tissue; packed ones 6 um apart (their edges never blend)
-        arranged = _arranged_nuclei(nest_rng, nest, tissue, cell=max(12, round(100 / cfg.um_per_px)),
-                                    radius=max(2, round(6 / cfg.um_per_px)), gap=max(2, round(6 / cfg.um_per_px)))
-        img[arranged & tissue] = np.clip(haem * 1.1 + np.array([40.0, 60.0, 70.0]), 0, 255)  # paler, bluer nuclei
-        fields["morph"] = nest  # not times tissue: a spot's share of tissue is colour, which must not tell
+    if pleo is not None:
+        # a group of nuclei per 70-um lattice cell on all tissue, radii 4, 6 and 10 um (at 2 um/px: 2, 3, 5 px);
+        # slots 26 um apart, so that no two nuclei touch (their edges never blend)
+        radii = tuple(max(lo, round(um / cfg.um_per_px)) for lo, um in ((1, 4), (2, 6), (3, 10)))
+        small, medium, large = (int(_disk(r).sum()) for r in radii)
+        if abs(large + 5 * small - 5 * medium) > 0.05 * 5 * medium:  # matched at 2 um/px, the default
+            log.warning("demo.um_per_px %.3g: the morphology genes' nuclei (radii %s px) no longer cover the same "
+                        "area in both kinds of group (%d vs %d px), so colour statistics can see them; "
+                        "2 um/px (the default) matches them", cfg.um_per_px, radii, large + 5 * small, 5 * medium)
+        nuclei = _pleomorphic_nuclei(pleo_rng, pleo, tissue, cell=max(16, round(70 / cfg.um_per_px)), radii=radii)
+        img[nuclei & tissue] = np.clip(haem * 1.1 + np.array([40.0, 60.0, 70.0]), 0, 255)  # paler, bluer nuclei
+        fields["morph"] = pleo  # not times tissue: a spot's share of tissue is colour, which must not tell
     img += rng.normal(0, 5.0, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), {**fields, "tissue": tissue.astype(np.float64)}
 
@@ -237,14 +248,14 @@ def generate_demo_study(out_dir: str | os.PathLike, cfg: DemoConfig | dict | Non
         for s in range(cfg.sections_per_patient):
             name = rows[p * cfg.sections_per_patient + s]["sample"]
             srng = np.random.default_rng([cfg.seed, 2, p, s])
-            nest = None
+            pleo = None
             if n_morph:
                 nrng = np.random.default_rng([cfg.seed, 4, p, s])
                 blobs = max(3, int(cfg.image_px * cfg.um_per_px / 450))
-                # regions that are mostly packed or mostly spread (a sharpened field), so that what a window shows
-                # tells its spot's value rather than one coin flip per lattice cell
-                nest = np.clip((_smooth_field(nrng, (cfg.image_px, cfg.image_px), blobs) - 0.5) * 3 + 0.5, 0, 1)
-            img, fields = render_section(srng, cfg, stain, nest, nrng if n_morph else None)
+                # regions that are mostly pleomorphic or mostly uniform (a sharpened field), so that what a window
+                # shows tells its spot's value rather than one coin flip per lattice cell
+                pleo = np.clip((_smooth_field(nrng, (cfg.image_px, cfg.image_px), blobs) - 0.5) * 3 + 0.5, 0, 1)
+            img, fields = render_section(srng, cfg, stain, pleo, nrng if n_morph else None)
             n_grid = int((cfg.image_px - pitch_px) // pitch_px)
             gx, gy = np.meshgrid(np.arange(n_grid), np.arange(n_grid))
             gx, gy = gx.ravel() + 1, gy.ravel() + 1
@@ -279,7 +290,7 @@ def generate_demo_study(out_dir: str | os.PathLike, cfg: DemoConfig | dict | Non
             log.info("demo section %s: %d spots", name, len(ids))
     groups = pd.DataFrame({"gene": genes, "group": ["image"] * n_img + ["noise"] * n_noise + ["morphology"] * n_morph,
                            "driver": drivers + ["smooth random field" if sm else "none (i.i.d.)" for sm in smooth_noise]
-                           + ["nuclei packed in rosettes (same colour and density)"] * n_morph})
+                           + ["nuclear pleomorphism: large and small nuclei, not uniform (same colour, area, edges)"] * n_morph})
     write_table(groups, os.path.join(out_dir, "gene_groups.tsv"))
     with atomic_path(os.path.join(out_dir, "SYNTHETIC_DATA.txt")) as tmp, open(tmp, "w") as fh:
         fh.write(BANNER + "\n\n" + (__doc__ or "") + f"\nSettings: {cfg}\n")
