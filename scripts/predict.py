@@ -4,6 +4,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from histexpr.data.expression import expression_unit, undo_minmax
 from histexpr.data.fold import FoldData
 from histexpr.data.windows import tile_sample
 from histexpr.errors import ConfigError, InputError
@@ -60,7 +61,11 @@ if not genes:
     log.info("heat maps for the %d genes %s predicts best on held-out slides (%d fold(s)): %s", len(genes),
              run["model"], len(inp.genes), genes)
 trained_on = "fold 0: all patients" if run["fold"] == 0 else f"fold {run['fold']}"
+unit = "predicted " + expression_unit(fold.adata.uns.get("normalisation"), run["protocol"])
 with atomic_dir(out.heatmaps) as tmp:
     for gene in genes:
-        heatmap_figure(grid.thumbnail, grid.scale, xy, adata[:, gene].X.ravel(), side, str(tmp / f"{gene}.png"),
-                       f"{slide_name}: {gene} predicted by {run['model']} ({run['protocol']}, {trained_on})")
+        part = adata[:, [gene]]
+        heatmap_figure(grid.thumbnail, grid.scale, xy, undo_minmax(part.X, part.var).ravel(), side,
+                       str(tmp / f"{gene}.png"),
+                       f"{slide_name}: {gene} predicted by {run['model']} ({run['protocol']} targets, {trained_on})",
+                       unit=unit)

@@ -80,6 +80,7 @@ out.obsm["spatial"] = np.asarray(test.obsm["spatial"])
 if features is not None:
     out.obsm["X_latent"] = features  # the representation the model's head reads (EGN: [h^T, AttPool(Z^T)])
 out.uns["model"], out.uns["fold"], out.uns["protocol"] = name, fold, protocol
+out.uns["normalisation"] = dict(data.adata.uns.get("normalisation", {}))  # with var min/max: expression units
 if spec.kind != "neural" and note:
     out.uns["note"] = note
 out.uns["spatial"] = {}

@@ -44,6 +44,21 @@ def test_minmax_fitted_on_training_spots_only():
     assert out2.X[(out2.obs["split"] == "test").to_numpy()].max() > 1  # not clipped
 
 
+def test_undo_minmax_gives_expression_units_back_and_names_them():
+    from histexpr.data.expression import expression_unit, undo_minmax
+
+    adatas, folds = make_samples()
+    for protocol, cfg, unit in (("raw", {"top_n": 5, "log1p": True}, "log(1 + count)"),
+                                ("library_size", {"top_n": 5, "log1p": True, "target_sum": 1e4},
+                                 "log(1 + count per 10,000)")):
+        out = build_fold_expression(adatas, folds, cfg, protocol=protocol)
+        lib = out.obs["library_size"].to_numpy()[:, None] if protocol == "library_size" else None
+        expected = np.log1p(out.layers["counts"] / lib * 1e4) if lib is not None else np.log1p(out.layers["counts"])
+        np.testing.assert_allclose(undo_minmax(out.X, out.var), expected, rtol=1e-5, atol=1e-5)  # test spots too
+        assert expression_unit(out.uns["normalisation"]) == unit
+    assert expression_unit({"protocol": "raw", "log1p": False}) == "count"
+
+
 def test_top_n_by_mean_training_count():
     adatas, folds = make_samples()
     out = build_fold_expression(adatas, folds, {"top_n": 3, "log1p": True})

@@ -238,8 +238,9 @@ def metrics_html(sections: list[tuple], path: str, title: str, notes: list[str] 
             fh.write("\n".join(parts))
 
 
-def pcc_distribution_figure(genes: pd.DataFrame, path: str) -> None:
-    """Per protocol: each model's per-gene Pearson r (mean over folds) as a box over genes, best median first.
+def pcc_distribution_figure(genes: pd.DataFrame, path: str, groups: dict[str, str] | None = None) -> None:
+    """Per protocol: each model's per-gene Pearson r (mean over folds) as a box over genes, best median first,
+    a dot a gene, coloured by its group when ``groups`` (gene -> group, e.g. the demo's image / noise) is given.
 
     Args:
         genes: the aggregate rule's ``genes.tsv`` (``model``, ``protocol``, ``gene``, ``pcc``).
@@ -252,14 +253,23 @@ def pcc_distribution_figure(genes: pd.DataFrame, path: str) -> None:
     for ax, protocol in zip(axes[0], protocols):
         part = genes[genes["protocol"] == protocol].dropna(subset=["pcc"])
         order = part.groupby("model")["pcc"].median().sort_values(ascending=False).index.tolist()
-        ax.boxplot([part.loc[part["model"] == m, "pcc"].to_numpy() for m in order], showfliers=False)
+        ax.boxplot([part.loc[part["model"] == m, "pcc"].to_numpy() for m in order], showfliers=False,
+                   medianprops={"color": "black"})
+        names = sorted(set((groups or {}).values()))
+        colours = {g: f"C{k}" for k, g in enumerate(names)}
         for i, m in enumerate(order, start=1):
-            v = part.loc[part["model"] == m, "pcc"].to_numpy()
+            rows = part[part["model"] == m]
+            v = rows["pcc"].to_numpy()
             jitter = np.random.default_rng(i).uniform(-0.18, 0.18, len(v))
-            ax.scatter(i + jitter, v, s=4, alpha=0.35, color="tab:blue", linewidths=0)
+            c = [colours.get((groups or {}).get(g), "grey") for g in rows["gene"]] if groups else "tab:blue"
+            ax.scatter(i + jitter, v, s=5 if groups else 4, alpha=0.6 if groups else 0.35, c=c, linewidths=0)
+        if groups:
+            for g in names:
+                ax.scatter([], [], s=12, color=colours[g], label=f"{g} genes")
+            ax.legend(fontsize=8, loc="best", title="each dot a gene", title_fontsize=8)
         ax.set_xticks(range(1, len(order) + 1), order, rotation=45, ha="right")
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_ylabel("per-gene PCC (test spots, mean over folds)")
+        ax.set_ylabel("how well each gene is predicted\n(Pearson r over test spots, mean over folds)")
         ax.set_title(f"targets: {protocol}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     _save(fig, path, dpi=110)
@@ -267,22 +277,24 @@ def pcc_distribution_figure(genes: pd.DataFrame, path: str) -> None:
 
 def spatial_maps_figure(xy: np.ndarray, truth: np.ndarray, predicted: dict[str, np.ndarray], genes: list[str],
                         path: str, title: str, image: np.ndarray | None = None, scale: float = 1.0,
-                        spot_px: float | None = None) -> None:
+                        spot_px: float | None = None, unit: str = "target") -> None:
     """Measured vs predicted expression of a few genes on one slide, as scanpy-style spot plots over the H&E.
 
-    Rows are genes; the first column is the measured target, then one column per model, each titled with
-    its Pearson r on this slide. Each panel has its own colour range (the maps compare patterns; MSE is in
-    the tables).
+    Rows are genes; the first column is the measured value, then one column per model, each titled with its
+    Pearson r on this slide. A row shares one colour scale (1st to 99th percentile of all its panels) and one
+    colour bar in ``unit``, so a prediction that is too flat looks flat.
 
     Args:
         xy: (N, 2) spot centres in full-resolution pixels (``obsm["spatial"]``: x, y).
-        truth: (N, G) measured targets; ``predicted``: model -> (N, G), the same spots and genes.
+        truth: (N, G) measured values; ``predicted``: model -> (N, G), the same spots and genes and units.
         image: the slide's low-resolution image (H, W, 3), ``scale`` = its pixels per full-resolution pixel.
         spot_px: spot diameter in full-resolution pixels (sets the marker size).
     """
     plt = _plt()
     cols = 1 + len(predicted)
-    fig, axes = plt.subplots(len(genes), cols, figsize=(2.6 * cols, 2.5 * len(genes)), squeeze=False)
+    fig, grid = plt.subplots(len(genes), cols + 1, figsize=(2.6 * cols + 1.2, 2.5 * len(genes) + 0.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.0] * cols + [0.07]})
+    axes, bars = grid[:, :cols], grid[:, cols]
     pts = np.asarray(xy, dtype=float) * scale
     pad = (spot_px or 0) * scale
     x0, x1 = pts[:, 0].min() - pad, pts[:, 0].max() + pad
@@ -292,11 +304,11 @@ def spatial_maps_figure(xy: np.ndarray, truth: np.ndarray, predicted: dict[str, 
     size = (spot_px * scale / span * 1.9 * 72) ** 2 if spot_px else 30
     for i, gene in enumerate(genes):
         panels = [("measured", truth[:, i])] + [(m, p[:, i]) for m, p in predicted.items()]
+        lo, hi = np.nanpercentile(np.concatenate([v for _, v in panels]), [1, 99])
         for j, (name, values) in enumerate(panels):
             ax = axes[i, j]
             if image is not None:
                 ax.imshow(image)
-            lo, hi = np.nanpercentile(values, [1, 99])
             sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, s=size, cmap="viridis", vmin=lo, vmax=max(hi, lo + 1e-9),
                             linewidths=0, alpha=0.9)
             ax.set_xlim(x0, x1)
@@ -309,8 +321,8 @@ def spatial_maps_figure(xy: np.ndarray, truth: np.ndarray, predicted: dict[str, 
                 ax.set_title("measured", fontsize=9)
             else:
                 r = np.corrcoef(truth[:, i], values)[0, 1] if np.std(values) > 0 and np.std(truth[:, i]) > 0 else np.nan
-                ax.set_title(f"{name}  r={r:.2f}", fontsize=9)
-            fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.01)
+                ax.set_title(f"{name} (r = {r:.2f})", fontsize=9)
+        fig.colorbar(sc, cax=bars[i], label=unit)
     fig.suptitle(title, fontsize=10)
     _save(fig, path, dpi=100)
 
@@ -340,12 +352,13 @@ def training_curves_figure(histories: dict[int, pd.DataFrame], path: str, title:
 
 
 def heatmap_figure(thumbnail: np.ndarray, scale: float, xy: np.ndarray, values: np.ndarray, side_px: float,
-                   path: str, title: str) -> None:
+                   path: str, title: str, unit: str = "predicted") -> None:
     """Predicted expression of one gene as squares (one per window, its true footprint) over the H&E.
 
     Args:
         thumbnail: the slide at low resolution; ``scale`` its pixels per level-0 pixel.
         xy: (N, 2) window centres (level-0 px); ``side_px``: window side in level-0 px.
+        unit: the colour bar's label (the values' units).
     """
     plt = _plt()
     import matplotlib.colors as mcolors
@@ -362,7 +375,7 @@ def heatmap_figure(thumbnail: np.ndarray, scale: float, xy: np.ndarray, values: 
     ax_map.imshow(thumbnail)
     im = ax_map.imshow(grid, cmap="magma", alpha=0.65, norm=mcolors.Normalize(lo, max(hi, lo + 1e-9)),
                        interpolation="nearest")
-    fig.colorbar(im, ax=ax_map, fraction=0.035, label="predicted (fold's target scale)")
+    fig.colorbar(im, ax=ax_map, fraction=0.035, label=unit)
     ax_map.set_title(title, fontsize=9)
     for ax in (ax_img, ax_map):
         ax.set_xticks([])

@@ -14,6 +14,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .data.expression import expression_unit, undo_minmax
 from .metrics import EVALUATION_NAMES, display_blocks, display_groups, display_sections, verdicts
 from .models.catalog import ORACLES
 from .plots import metrics_html, pcc_distribution_figure, spatial_maps_figure, training_curves_figure
@@ -61,7 +62,7 @@ def _slide_image(adata: ad.AnnData, sample: str) -> tuple[np.ndarray | None, flo
 def write_report_figures(metrics: str, genes: str, by_group: str | None, predictions: list[str],
                          histories: list[str], out_tables: str, out_pcc: str, out_spatial: str, out_curves: str,
                          study: str, reference: str | None = None, models: list[str] | None = None,
-                         n_genes: int = 3, by_section: str | None = None) -> None:
+                         n_genes: int = 3, by_section: str | None = None, gene_groups: str | None = None) -> None:
     """Write the report's HTML tables, the per-gene PCC figure, spatial maps per test slide and protocol
     (``<out_spatial>/<protocol>/<slide>.png``), and training curves per neural model and protocol
     (``<out_curves>/<protocol>/<model>.png``; names may hold underscores, so the protocol is a folder)."""
@@ -86,7 +87,11 @@ def write_report_figures(metrics: str, genes: str, by_group: str | None, predict
         sections += [(f"{protocol} targets, gene group {group} (pooled)", part.drop(columns=["protocol", "group"]))
                      for (protocol, group), part in groups.groupby(["protocol", "group"], sort=False)]
     metrics_html(sections, out_tables, f"{study}: metrics", notes)
-    pcc_distribution_figure(genes_df, out_pcc)
+    groups = None
+    if gene_groups and os.path.exists(gene_groups):
+        table = pd.read_csv(gene_groups, sep="\t", dtype=str, keep_default_na=False)
+        groups = dict(zip(table["gene"], table["group"]))
+    pcc_distribution_figure(genes_df, out_pcc, groups)
 
     runs: dict[tuple[str, str, int], str] = {parse_run(p): p for p in predictions}
     with atomic_dir(out_spatial) as spatial_tmp:
@@ -109,14 +114,21 @@ def _spatial_maps(runs, metrics_df, genes_df, spatial_tmp: Path, study, referenc
                 spots = first.obs_names[first.obs["sample"] == sample]
                 truth = first[spots, gene_list]
                 image, scale, spot_px = _slide_image(first, sample)
+                # back from the fold's min-max scale (the same for every model: one fold, one expression file)
+                units = "min" in truth.var and "max" in truth.var
+                unit = expression_unit(first.uns.get("normalisation"), protocol) if units else "target (0-1 scale)"
                 spatial_maps_figure(
-                    np.asarray(truth.obsm["spatial"]), np.asarray(truth.layers["truth"]),
-                    {m: np.asarray(a[spots, gene_list].X) for m, a in preds.items()}, gene_list,
+                    np.asarray(truth.obsm["spatial"]), _in_units(truth.layers["truth"], truth.var, units),
+                    {m: _in_units(a[spots, gene_list].X, truth.var, units) for m, a in preds.items()}, gene_list,
                     str(spatial_tmp / protocol / f"{sample}.png"),
-                    f"{study} · slide {sample} (test in fold {fold}) · targets {protocol} · "
-                    f"genes {chosen[0]} predicts best",
-                    image=image, scale=scale, spot_px=spot_px)
+                    f"{study}: slide {sample}, a test slide of fold {fold} ({protocol} targets): measured and "
+                    f"predicted expression of the {len(gene_list)} genes {chosen[0]} predicts best",
+                    image=image, scale=scale, spot_px=spot_px, unit=unit)
                 log.info("spatial map: %s, %s, fold %d, models %s, genes %s", sample, protocol, fold, chosen, gene_list)
+
+
+def _in_units(values, var: pd.DataFrame, units: bool) -> np.ndarray:
+    return undo_minmax(values, var) if units else np.asarray(values)
 
 
 def _training_curves(histories: list[str], curves_tmp: Path, study: str) -> None:

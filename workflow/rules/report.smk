@@ -11,6 +11,7 @@ rule report_figures:
         by_section=f"{R}/metrics_by_section.tsv",
         predictions=per_fold("predictions.h5ad"),
         histories=per_fold("history.tsv"),
+        gene_groups=gene_groups(),
     output:
         tables=report(f"{R}/report/metrics.html", caption="../report/metrics.rst", category="Metrics"),
         pcc=report(f"{R}/report/pcc_per_gene.png", caption="../report/pcc.rst", category="Per-gene PCC"),

@@ -132,6 +132,26 @@ def select_genes(train_counts: np.ndarray, genes: list[str], top_n: int | None,
     return [genes[i] for i in sorted(order)]
 
 
+def undo_minmax(values: np.ndarray, var: pd.DataFrame) -> np.ndarray:
+    """Targets (or predictions) on a fold's min-max scale back in expression units, by the training spots'
+    ``var["min"]`` and ``var["max"]`` (a constant gene was shifted, not scaled, and is shifted back).
+
+    Args:
+        values: ``(N, G)`` in ``[0, 1]`` over the training spots; ``var``: the ``G`` genes' rows."""
+    lo = var["min"].to_numpy(dtype=np.float64)
+    span = var["max"].to_numpy(dtype=np.float64) - lo
+    return np.asarray(values, dtype=np.float64) * np.where(span > 0, span, 1.0) + lo
+
+
+def expression_unit(normalisation: dict | None = None, protocol: str | None = None) -> str:
+    """What :func:`undo_minmax` gives, in words: ``log(1 + count)`` under ``raw`` targets, ``log(1 + count per
+    10,000)`` under ``library_size`` (``normalisation`` is the expression file's ``uns["normalisation"]``)."""
+    norm = dict(normalisation or {})
+    protocol = norm.get("protocol") or protocol or "raw"
+    per = f"count per {float(norm.get('target_sum') or 1e4):,.0f}" if protocol == "library_size" else "count"
+    return f"log(1 + {per})" if bool(norm.get("log1p", True)) else per
+
+
 def build_fold_expression(adatas: dict[str, ad.AnnData], folds: pd.DataFrame, cfg: dict,
                           sources: dict[str, str] | None = None, protocol: str = "raw") -> ad.AnnData:
     """The fold's normalised targets for every spot.
