@@ -20,7 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 from conftest import REPO, SHARED_DATA
 
 pytestmark = pytest.mark.workflow
@@ -95,3 +97,21 @@ def test_a_doc_block_runs_as_printed(page, line, lang, mark, body, tiny_demo_run
         res = subprocess.run(args, cwd=work, capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, f"{page}:{line}: {cmd}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
         assert "histexpr error" not in res.stderr, f"{page}:{line}: {cmd}\n{res.stderr[-3000:]}"
+
+
+def test_the_readmes_demo_table_and_printout_are_the_recorded_demo_runs(monkeypatch):
+    """README's demo table and printout = what ``show --readme`` makes of the recorded run (docs/demo-run), and
+    that run's config = the demo config: a changed demo config fails here until the run is recorded again."""
+    from histexpr.show import closing_lines, group_table_markdown
+
+    run = REPO / "docs" / "demo-run"
+    assert yaml.safe_load((run / "config.yaml").read_text()) == yaml.safe_load(
+        (REPO / "config" / "config.yaml").read_text()), "config/config.yaml changed: record the demo run again"
+    readme = (REPO / "README.md").read_text()
+    monkeypatch.chdir(run)
+    table = group_table_markdown(pd.read_csv("results/demo/metrics_by_group.tsv", sep="\t"))
+    assert table in readme, table
+    printout = "```\n" + "\n".join(closing_lines("results/demo")) + "\n```"
+    assert printout in readme, printout
+    # the recorded run has every group the demo draws, and the verdicts the README's prose claims
+    assert "morphology genes (12): best vit" in printout and "beats the floor" in printout

@@ -1,4 +1,5 @@
-"""Print a study's results: ``python -m histexpr.show results/<study>``.
+"""Print a study's results: ``python -m histexpr.show results/<study>`` (``--readme``: the README's demo
+table and printout).
 
 A verdict line per target protocol (the best model over test sections, and whether it beats the floor), then
 the models by PCC@M, best first, per protocol: per section (the headline), then pooled; each section's own rows
@@ -54,6 +55,36 @@ def closing_lines(results_dir: str) -> list[str]:
             [f"  every model and number: python -m histexpr.show {results_dir}"])
 
 
+def _floor(table: pd.DataFrame) -> str | None:
+    """The model a table's margins are over (its ``margin_over`` column), or None."""
+    if "margin_over" in table and table["margin_over"].notna().any():
+        return table["margin_over"].dropna().iloc[0]
+    return None
+
+
+def group_table_markdown(by_group: pd.DataFrame) -> str:
+    """``metrics_by_group.tsv`` as the README's Markdown table: a row a model (the floor first), a column a gene
+    group, pooled PCC@M ± sd over folds (one protocol: the first)."""
+    from .models.catalog import ORACLES
+
+    part = by_group[by_group["protocol"] == by_group["protocol"].iloc[0]]
+    groups = list(dict.fromkeys(part["group"]))
+    floor = _floor(part)
+    models = list(dict.fromkeys(part["model"]))
+    models = ([floor] if floor in models else []) + [m for m in models if m != floor]
+
+    def cell(v: pd.Series) -> str:
+        return f"{v['PCC@M']:.3f} ± {v['PCC@M_sd']:.3f}".replace("-", "−")
+
+    label = {floor: f"{floor} (the floor)", **{m: f"{m} (reads test counts)" for m in ORACLES}}
+    rows = ["| model | " + " | ".join(f"{g} genes" for g in groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    for m in models:
+        by = part[part["model"] == m].set_index("group")
+        rows.append(f"| {label.get(m, m)} | " + " | ".join(cell(by.loc[g]) if g in by.index else "" for g in groups)
+                    + " |")
+    return "\n".join(rows)
+
+
 def show_classification(results_dir: str) -> int:
     from .classification import FLOOR, accuracy_verdict, format_accuracy
 
@@ -79,8 +110,7 @@ def show(results_dir: str) -> int:
     if os.path.exists(os.path.join("resources", "demo", "SYNTHETIC_DATA.txt")) and study == "demo":
         print("NOTE: the demo study is SYNTHETIC (see resources/demo/SYNTHETIC_DATA.txt).\n")
     table = pd.read_csv(path, sep="\t")
-    floor = table["margin_over"].dropna().iloc[0] if "margin_over" in table and table["margin_over"].notna().any() \
-        else None
+    floor = _floor(table)
     for line in closing_lines(results_dir)[:-1]:  # the verdict lines the run ended with
         print(line)
     print("\nper section: each test section scored on its own spots, mean ± sd over the study's test sections "
@@ -122,5 +152,18 @@ def show(results_dir: str) -> int:
     return 0
 
 
+def readme(results_dir: str) -> int:
+    """The README's demo table and printout from a run (``--readme``), to paste when re-recording the demo."""
+    groups = os.path.join(results_dir, "metrics_by_group.tsv")
+    if not os.path.exists(groups):
+        print(f"{groups}: not found; run the workflow first", file=sys.stderr)
+        return 1
+    print(group_table_markdown(pd.read_csv(groups, sep="\t")))
+    print("\n```\n" + "\n".join(closing_lines(results_dir)) + "\n```")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(show(sys.argv[1] if len(sys.argv) > 1 else "results/demo"))
+    args = [a for a in sys.argv[1:] if a != "--readme"]
+    target = args[0] if args else "results/demo"
+    sys.exit(readme(target) if "--readme" in sys.argv[1:] else show(target))
