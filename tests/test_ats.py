@@ -23,13 +23,17 @@ from histexpr.models.ats import (
     log_prob_without_replacement,
     neg_entropy,
     parse_setting,
+    uniform_partner,
 )
 from histexpr.train.classify import (
     ClassifyConfig,
     classify_image,
+    draw_seed,
+    evaluate,
     forward,
     gather_patches,
     load_images,
+    redraw,
     step_loss,
     to_float,
 )
@@ -128,11 +132,20 @@ def ce_value(logits, y):
     return torch.nn.functional.cross_entropy(logits.detach(), y)
 
 
-def test_settings_and_patch_corners():
-    assert parse_setting("ats-p15-n20") == {"kind": "ats", "patch_px": 15, "n_patches": 20}
+def test_settings_carry_the_estimator_and_patch_corners():
+    assert parse_setting("ats-p15-n20-reinforce") == {"kind": "ats", "patch_px": 15, "n_patches": 20,
+                                                      "estimator": "reinforce"}
+    assert parse_setting("ats-p15-n20")["estimator"] is None  # older names: ats.estimator decides
+    assert parse_setting("uniform-p15-n20") == {"kind": "uniform", "patch_px": 15, "n_patches": 20}
     assert parse_setting("cnn") == {"kind": "cnn"}
-    with pytest.raises(ValueError):
-        parse_setting("ats-15-20")
+    for bad in ("ats-15-20", "ats-p15-n20-sgd", "uniform-p15-n20-reinforce", "ats-p15-n20-reinforce-x", "ats-px-n2"):
+        with pytest.raises(ValueError):
+            parse_setting(bad)
+    # the name wins over the config's estimator, so both estimators run in one study
+    assert build_classifier("ats-p8-n3-reinforce", 3, estimator="expectation").estimator == "reinforce"
+    assert build_classifier("ats-p8-n3-expectation", 3, estimator="reinforce").estimator == "expectation"
+    assert build_classifier("ats-p8-n3", 3, estimator="reinforce").estimator == "reinforce"
+    assert uniform_partner("ats-p8-n3-reinforce") == "uniform-p8-n3" and uniform_partner("cnn") is None
     corners = patch_corners(np.array([0, 3, 11]), (3, 4), (300, 400), 32)
     assert corners.tolist() == [[34, 34], [34, 334], [234, 334]]  # centred on cells, kept inside the image
     assert (patch_corners(np.arange(12), (3, 4), (300, 400), 400) == [0, 0]).all()
@@ -226,3 +239,42 @@ def test_a_reinforce_model_saved_before_reinforce_weights_loads_with_the_seeds_w
                     "state_dict": model.state_dict()}, tmp_path / f"{name}.pt")
     assert load_classifier(str(tmp_path / "old.pt"))[0].reinforce_weights == "attention"
     assert load_classifier(str(tmp_path / "new.pt"))[0].reinforce_weights == "unbiased"
+
+
+def test_a_uniform_view_gets_uniform_attention_at_the_borders_too():
+    """The attention network pads by repeating the edge: a featureless view has no border for it to light up
+    (with zero padding the border cells differed from the inside)."""
+    torch.manual_seed(0)
+    net = AttentionSampling(3, 5, 8).attention.eval()
+    a = net(torch.full((1, 3, 20, 30), 0.3))[0]
+    assert torch.allclose(a, torch.full_like(a, 1 / 600), rtol=1e-4)
+
+
+def test_evaluation_draws_are_reproducible_by_seed_and_independent_of_the_batch(lymphoma):
+    sheet, images = lymphoma
+    labels = sheet["label"].iloc[::10].map({"CLL": 0, "FL": 1, "MCL": 2}).to_numpy()
+    torch.manual_seed(0)
+    model = build_classifier("ats-p15-n5-reinforce", 3)
+    cfg = ClassifyConfig(view_scale=0.25, batch_size=4, eval_seed=7)
+    rows, keys = np.arange(10), np.arange(100, 110)
+    a = evaluate(model, images, rows, labels, cfg, torch.device("cpu"), keys=keys, draws=4)
+    b = evaluate(model, images, rows, labels, cfg, torch.device("cpu"), keys=keys, draws=4)
+    assert a["probs"].shape == (4, 10, 3) and np.array_equal(a["probs"], b["probs"])  # the same seed, the same draws
+    assert not np.allclose(a["probs"][0], a["probs"][1])  # draws differ from each other
+    assert a["accuracy"] == pytest.approx(float((a["probs"].argmax(-1) == labels[rows]).mean()))
+    # an image's draw is its own: another batch size and order give it the same probabilities
+    shuffled = evaluate(model, images, rows[::-1].copy(), labels, ClassifyConfig(view_scale=0.25, batch_size=3, eval_seed=7),
+                        torch.device("cpu"), keys=keys[::-1].copy(), draws=4)
+    assert np.allclose(shuffled["probs"][:, ::-1], a["probs"], atol=1e-5)
+    other = evaluate(model, images, rows, labels, ClassifyConfig(view_scale=0.25, batch_size=4, eval_seed=8),
+                     torch.device("cpu"), keys=keys, draws=4)
+    assert not np.allclose(other["probs"], a["probs"])  # another evaluation seed, other draws
+    # the figures redraw the table's draw: same probabilities for draw r of image k
+    for r in (0, 3):
+        one = redraw(model, images[2], 102, 0.25, 7, draw=r)
+        assert np.allclose(one["probs"], a["probs"][r, 2], atol=1e-5) and one["corners"].shape == (5, 2)
+    assert draw_seed(7, 0, 102) != draw_seed(7, 1, 102) != draw_seed(7, 0, 103)
+    assert a["max_over_mean"].shape == (10,) and (a["max_over_mean"] >= 1).all()
+    assert ((0 < a["entropy_ratio"]) & (a["entropy_ratio"] <= 1 + 1e-9)).all()
+    cnn = evaluate(build_classifier("cnn", 3), images, rows, labels, cfg, torch.device("cpu"), keys=keys, draws=4)
+    assert cnn["probs"].shape == (1, 10, 3) and "max_over_mean" not in cnn  # nothing sampled: one evaluation

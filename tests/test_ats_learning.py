@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from histexpr.classification import accuracy_tables, floor_margins, format_accuracy
+from histexpr.classification import accuracy_tables, accuracy_verdict, floor_margins, format_accuracy, paired_differences
 from histexpr.data.megapixel import build_image_sheet, read_image_sheet, sheet_has_split, split_folds
 from histexpr.errors import InputError
 from histexpr.models.ats import AttentionNet, FeatureNet, ViewCNN, build_classifier
@@ -121,6 +121,80 @@ def test_the_margin_over_the_floor_is_paired_over_images():
     _, summary, _ = accuracy_tables(_runs({"ats-p15-n5": better, "colour_hist": floor}))
     shown = format_accuracy(summary).set_index("setting")["Δ vs colour_hist [95% CI]"]
     assert shown["colour_hist"] == "floor" and shown["ats-p15-n5"].startswith("+15.0 [")
+
+
+def _draws(correct: np.ndarray, setting: str, seed: int, labels: np.ndarray) -> pd.DataFrame:
+    """Test predictions of one run: ``correct (R, n)`` says which draw of which image is right."""
+    r, n = correct.shape
+    wrong = np.where(labels == "A", "B", "A")
+    return pd.DataFrame({"index": np.tile(np.arange(n), r), "label": np.tile(labels, r), "split": "test",
+                         "draw": np.repeat(np.arange(r), n), "pred": np.where(correct.ravel(), np.tile(labels, r),
+                                                                            np.tile(wrong, r)),
+                         "setting": setting, "seed": seed, "fold": 1 + np.tile(np.arange(n), r) % 2,
+                         "seconds_per_image": 0.01, "timer": "cpu", "pixels_per_image": 100, "selected_epoch": 1})
+
+
+def test_the_table_is_the_mean_over_stored_draws_and_spreads_are_over_draws_seeds_and_folds():
+    rng = np.random.default_rng(1)
+    n, labels = 120, np.array(["A", "B"] * 60)
+    parts = []
+    for seed, p_att in ((0, 0.9), (1, 0.8), (2, 0.85)):  # three training seeds of differing quality
+        parts.append(_draws(rng.random((10, n)) < p_att, "ats-p15-n5-reinforce", seed, labels))
+        parts.append(_draws(rng.random((10, n)) < 0.7, "uniform-p15-n5", seed, labels))
+        parts.append(_draws(np.ones((1, n), bool) & (np.arange(n) % 3 > 0), "colour_hist", seed, labels))
+    runs = pd.concat(parts, ignore_index=True)
+    per_run, summary, confusion = accuracy_tables(runs)
+    s = summary.set_index("setting")
+    att = runs[runs["setting"] == "ats-p15-n5-reinforce"]
+    assert s.loc["ats-p15-n5-reinforce", "test_acc"] == pytest.approx((att["pred"] == att["label"]).mean())
+    assert s.loc["ats-p15-n5-reinforce", ["seeds", "draws", "folds", "runs"]].tolist() == [3, 10, 2, 6]
+    assert s.loc["ats-p15-n5-reinforce", "estimator"] == "reinforce"
+    by_seed = att.assign(c=att["pred"] == att["label"]).groupby("seed")["c"].mean()
+    assert s.loc["ats-p15-n5-reinforce", "sd_seeds"] == pytest.approx(by_seed.std(ddof=1))
+    per_draw = att.assign(c=att["pred"] == att["label"]).groupby(["seed", "draw"])["c"].mean()
+    assert s.loc["ats-p15-n5-reinforce", "sd_draws"] == pytest.approx(per_draw.groupby("seed").std(ddof=1).mean())
+    assert np.isnan(s.loc["colour_hist", "sd_draws"]) and s.loc["colour_hist", "draws"] == 1
+    # attention - uniform: about +15 points, paired over images and seeds; the floor has no partner
+    assert s.loc["ats-p15-n5-reinforce", "duni"] == pytest.approx(
+        s.loc["ats-p15-n5-reinforce", "test_acc"] - s.loc["uniform-p15-n5", "test_acc"])
+    assert 0 < s.loc["ats-p15-n5-reinforce", "duni_lo"] < s.loc["ats-p15-n5-reinforce", "duni_hi"]
+    assert np.isnan(s.loc["uniform-p15-n5", "duni"]) and np.isnan(s.loc["colour_hist", "duni"])
+    # every image counts once per seed in the confusion matrix, whatever its draws
+    assert confusion.groupby("setting")["count"].sum().round(6).eq(3 * n).all()
+    shown = format_accuracy(summary).set_index("setting")
+    assert shown.loc["colour_hist", "sd over draws"] == "1 draw"
+    assert shown.loc["ats-p15-n5-reinforce", "Δ vs uniform [95% CI]"].startswith("+1")
+    assert shown.loc["ats-p15-n5-reinforce", "runs"] == "3 seeds × 2 folds"
+    lines = accuracy_verdict(summary)
+    assert lines[0].startswith("best ats-p15-n5-reinforce") and "over 3 seeds" in lines[0]
+    assert "1 of 1 settings beat uniform" in lines[1]
+    # one seed: "1 run", and the verdict says its interval leaves out run-to-run variation
+    one = accuracy_tables(runs[runs["seed"] == 0])[1]
+    assert format_accuracy(one).set_index("setting").loc["ats-p15-n5-reinforce", "sd over seeds"] == "1 run"
+    assert "(1 run)" in accuracy_verdict(one)[0] and "1 run, so run-to-run variation" in accuracy_verdict(one)[1]
+
+
+def test_the_paired_interval_widens_when_seeds_disagree():
+    """Over images alone, three seeds that agree and three that disagree look alike; resampling seeds tells them
+    apart."""
+    rng = np.random.default_rng(2)
+    n, labels = 200, np.array(["A", "B"] * 100)
+    base = rng.random((1, n)) < 0.6  # about 80 wrong images to turn right
+
+    def runs(gains):
+        parts = [_draws(base, "uniform-p8-n2", seed, labels) for seed in range(3)]
+        for seed, gain in enumerate(gains):
+            better = base.copy()
+            better[0, np.flatnonzero(~base[0])[:gain]] = True
+            parts.append(_draws(better, "ats-p8-n2-expectation", seed, labels))
+        return pd.concat(parts, ignore_index=True)
+
+    pairs = {"ats-p8-n2-expectation": "uniform-p8-n2"}
+    agree = paired_differences(runs([20, 20, 20]), pairs).iloc[0]
+    disagree = paired_differences(runs([0, 0, 60]), pairs).iloc[0]
+    assert agree["d"] == pytest.approx(disagree["d"]) == pytest.approx(0.1)
+    assert agree["seeds"] == 3 and agree["images"] == n
+    assert agree["d_lo"] > 0.05 and disagree["d_lo"] < 0.01  # one good seed in three is not a result
 
 
 def test_a_split_column_fixes_the_test_images(lymphoma_root, tmp_path):

@@ -605,9 +605,9 @@ def lymphoma_run(lymphoma_root, tmp_path_factory):
     """The attention-sampling branch on the real lymphoma images: one grid point, both baselines, 2 folds."""
     work = tmp_path_factory.mktemp("lymphoma")
     cfg = yaml.safe_load((REPO / "config" / "lymphoma.yaml").read_text())
-    cfg.update(images={"root": str(lymphoma_root)}, grid={"patch_px": [15], "n_patches": [5]},
+    cfg.update(images={"root": str(lymphoma_root)}, grid={"patch_px": [15], "n_patches": [5]}, seeds=[0],
                folds={"k": 2, "val_fraction": 0.2, "seed": 0}, attention_maps={"per_class": 1},
-               train={**cfg["train"], "epochs": 2, "patience": 2})
+               evaluation={"draws": 3, "seed": 1234}, train={**cfg["train"], "epochs": 2, "patience": 2})
     path = work / "lymphoma.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(work, path)
@@ -619,24 +619,35 @@ def test_lymphoma_branch_writes_accuracy_confusion_and_attention_maps(lymphoma_r
     out = lymphoma_run
     acc = pd.read_csv(out / "accuracy.tsv", sep="\t")
     print("\n" + (out / "logs" / "aggregate_classification.log").read_text())
-    assert acc["setting"].tolist() == ["ats-p15-n5", "uniform-p15-n5", "cnn", "colour_hist"]  # the floor last
-    assert (acc["runs"] == 2).all()
+    ats = "ats-p15-n5-expectation"  # the estimator is in the name (grid.estimators, default [ats.estimator])
+    assert acc["setting"].tolist() == [ats, "uniform-p15-n5", "cnn", "colour_hist"]  # the floor last
+    assert (acc["runs"] == 2).all() and acc.set_index("setting")["draws"].to_dict() == {
+        ats: 3, "uniform-p15-n5": 3, "cnn": 1, "colour_hist": 1}  # only the samplers are drawn again
+    # the table's accuracy is the mean over the stored per-draw predictions
+    for setting, row in acc.set_index("setting").iterrows():
+        pred = pd.concat(pd.read_csv(p, sep="\t") for p in sorted((out / setting).glob("seed_0/fold_*/predictions.tsv")))
+        test = pred[pred["split"] == "test"]
+        assert len(test) == row["draws"] * len(list(LYMPHOMA.glob("*/*.png")))
+        assert row["test_acc"] == pytest.approx((test["pred"] == test["label"]).mean()), setting
+    a = acc.set_index("setting").loc[ats]
+    assert a["duni_lo"] <= a["duni"] <= a["duni_hi"] and a["attention_max_over_mean"] >= 1
+    assert 0 < a["attention_entropy_ratio"] <= 1 and a["timer"] == "cpu"
     floor = acc.set_index("setting").loc["colour_hist"]
     assert floor["test_acc"] > 0.6 and floor["dacc"] == 0  # histograms tell the subtypes apart; its own margin 0
     assert (acc["dacc_lo"] <= acc["dacc"]).all() and (acc["dacc"] <= acc["dacc_hi"]).all()
-    conc = pd.read_csv(out / "attention" / "ats-p15-n5.tsv", sep="\t")
+    conc = pd.read_csv(out / "attention" / f"{ats}.tsv", sep="\t")
     fold1 = pd.read_csv(out / "folds.tsv", sep="\t").query("fold == 1 and split == 'test'")
     assert sorted(conc["image"]) == sorted(fold1["image"])  # every test image of fold 1
     assert (conc["max_over_mean"] >= 1).all() and conc["entropy_ratio"].between(0, 1 + 1e-9).all()
     assert acc[["train_acc", "test_acc"]].apply(lambda c: c.between(0, 1)).all().all()
     view = 104 * 78  # the 417 x 312 images at view_scale 0.25
     assert acc.set_index("setting")["pixels_per_image"].to_dict() == {
-        "ats-p15-n5": view + 5 * 15 * 15, "uniform-p15-n5": view + 5 * 15 * 15, "cnn": view, "colour_hist": 417 * 312}
+        ats: view + 5 * 15 * 15, "uniform-p15-n5": view + 5 * 15 * 15, "cnn": view, "colour_hist": 417 * 312}
     conf = pd.read_csv(out / "confusion.tsv", sep="\t")
     per_setting = conf.groupby("setting")["count"].sum()
     assert (per_setting == len(list(LYMPHOMA.glob("*/*.png")))).all()  # every image tested once (2 folds)
-    for png in (out / "figures" / "confusion.png", out / "figures" / "attention" / "ats-p15-n5.png",
-                out / "figures" / "attention" / "ats-p15-n5_concentration.png"):
+    for png in (out / "figures" / "confusion.png", out / "figures" / "attention" / f"{ats}.png",
+                out / "figures" / "attention" / f"{ats}_concentration.png"):
         assert png.stat().st_size > 10_000
     folds = pd.read_csv(out / "folds.tsv", sep="\t")
     for _, f in folds.groupby("fold"):  # no test image in training or model selection
@@ -735,7 +746,8 @@ def test_a_split_column_trains_only_on_train_images_and_tests_only_on_test_image
     sheet.to_csv(tmp_path / "images.tsv", sep="\t", index=False)
     cfg = yaml.safe_load((REPO / "config" / "lymphoma.yaml").read_text())
     cfg.update(images=str(tmp_path / "images.tsv"), grid={"patch_px": [15], "n_patches": [5]}, baselines=["cnn"],
-               attention_maps={"per_class": 0}, train={**cfg["train"], "epochs": 1, "warmup_epochs": 0})
+               seeds=[0], evaluation={"draws": 2, "seed": 0}, attention_maps={"per_class": 0},
+               train={**cfg["train"], "epochs": 1, "warmup_epochs": 0})
     path = tmp_path / "split.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(tmp_path, path, "-n")
@@ -750,7 +762,7 @@ def test_a_split_column_trains_only_on_train_images_and_tests_only_on_test_image
     assert set(folds["fold"]) == {1}
     assert set(folds.loc[folds.split == "test", "image"]) == test
     assert set(folds.loc[folds.split != "test", "image"]) == train and (folds.split == "val").any()
-    for setting in ("ats-p15-n5", "cnn", "colour_hist"):
+    for setting in ("ats-p15-n5-expectation", "cnn", "colour_hist"):
         pred = pd.read_csv(out / setting / "seed_0" / "fold_1" / "predictions.tsv", sep="\t")
         assert set(pred.loc[pred.split == "test", "image"]) == test, setting
         assert set(pred.loc[pred.split != "test", "image"]) <= train, setting

@@ -93,8 +93,11 @@ def show_classification(results_dir: str) -> int:
     print(f"{os.path.basename(os.path.normpath(results_dir))}: {path}")
     for line in accuracy_verdict(summary):
         print("  " + line)
-    print(f"\ntest accuracy: mean ± sd over runs (folds × seeds; '1 run' where there is one). Δ vs {FLOOR}: "
-          "paired over test images, 95% bootstrap interval.")
+    print(f"\ntest accuracy: the mean over test images, patch draws and training seeds; its sd over draws (each "
+          "draw's accuracy), over seeds ('1 run' with one) and over folds, in points. Δ vs uniform (sampling at the "
+          f"same P and N) and Δ vs {FLOOR}: paired over test images and seeds, 95% bootstrap interval resampling "
+          "both. attention max / mean: the largest attention cell over the mean cell (1 = uniform), entropy / "
+          "uniform: 1 = uniform; medians over test images.")
     print(as_text(format_accuracy(summary)))
     return 0
 

@@ -45,6 +45,7 @@ rule train_classifier:
         train=config["train"],
         ats=config["ats"],
         view_scale=config["view_scale"],
+        evaluation=config["evaluation"],
     threads: 1
     log:
         f"{R}/logs/train/{{setting}}/seed_{{seed}}/fold_{{fold}}.log",
@@ -108,6 +109,7 @@ rule attention_maps:
     params:
         per_class=config["attention_maps"]["per_class"],
         view_scale=config["view_scale"],
+        eval_seed=config["evaluation"]["seed"],
     log:
         f"{R}/logs/attention_maps/{{setting}}.log",
     benchmark:

@@ -29,9 +29,10 @@ except InputError as err:
 
 R = f"results/{config['study']}"
 GRID = [(p, n) for p in config["grid"]["patch_px"] for n in config["grid"]["n_patches"]]
-# Every trained setting: attention sampling over the grid, then the baselines.
+ESTIMATORS = config["grid"].get("estimators") or [config["ats"]["estimator"]]
+# Every trained setting: attention sampling over the grid (one per estimator), then the baselines.
 SETTINGS = (
-    [f"ats-p{p}-n{n}" for p, n in GRID]
+    [f"ats-p{p}-n{n}-{e}" for p, n in GRID for e in ESTIMATORS]
     + ([f"uniform-p{p}-n{n}" for p, n in GRID] if "uniform" in config["baselines"] else [])
     + (["cnn"] if "cnn" in config["baselines"] else [])
     + ([config["floor"]] if config["floor"] else [])
@@ -64,7 +65,7 @@ SEEDS = config["seeds"]
 
 
 wildcard_constraints:
-    setting=r"ats-p\d+-n\d+|uniform-p\d+-n\d+|cnn",
+    setting=r"ats-p\d+-n\d+-(expectation|reinforce)|uniform-p\d+-n\d+|cnn",
     fold=r"\d+",
     seed=r"-?\d+",
 

@@ -43,7 +43,9 @@ Where we depart from the seed, and why (each measured on the lymphoma images, RE
   the attention sharpens one or two patches carry the whole sum (5 folds: 91.7% against the seed's 86.7%).
 * no entropy term (``λ = 0``), and the attention's own Adam at lr 0.02 with β1 = 0.9: with the seed's
   ``λ = 0.01``, lr 0.001 and β1 = 0.999 the learned attention stayed within 1.4× of uniform.
-The attention network is the seed's (it already has BatchNorm).
+* the attention network pads its convolutions by repeating the edge (the seed: zeros), so the image border
+  is not a dark frame: with zero padding the maps had bright specks along the borders.
+The attention network is otherwise the seed's (it already has BatchNorm).
 """
 
 from __future__ import annotations
@@ -59,15 +61,18 @@ FLOOR = "colour_hist"  # the histogram floor of models/histogram_floor.py, liste
 
 
 class AttentionNet(nn.Module):
-    """View ``(B, 3, h, w)`` → attention ``(B, h, w)`` summing to one over both spatial axes."""
+    """View ``(B, 3, h, w)`` → attention ``(B, h, w)`` summing to one over both spatial axes.
+
+    The convolutions pad by repeating the edge pixels (the seed pads with zeros): a zero border is a dark frame
+    the network can respond to, and the attention maps had bright specks along the image borders."""
 
     def __init__(self, width: int = 8):
         super().__init__()
         layers, cin = [], 3
         for _ in range(3):
-            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.Tanh(), nn.BatchNorm2d(width)]
+            layers += [nn.Conv2d(cin, width, 3, padding=1, padding_mode="replicate"), nn.Tanh(), nn.BatchNorm2d(width)]
             cin = width
-        self.body = nn.Sequential(*layers, nn.Conv2d(width, 1, 3, padding=1))
+        self.body = nn.Sequential(*layers, nn.Conv2d(width, 1, 3, padding=1, padding_mode="replicate"))
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
         logits = self.body(view)[:, 0]
@@ -119,10 +124,20 @@ class FeatureNet(nn.Module):
         return F.normalize(self.fc(self.body(patches).amax((2, 3))), dim=-1)
 
 
-def gumbel_topk(probs: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def gumbel_topk(probs: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                seeds: list[int] | None = None) -> torch.Tensor:
     """``n`` distinct cells of each row of ``probs (B, K)``, in the order a sequential draw without
-    replacement would produce them: the top-``n`` of ``log p + Gumbel(0, 1)``. Returns ``(B, n)`` indices."""
-    u = torch.rand(probs.shape, generator=generator, device="cpu").to(probs.device).clamp_(1e-12, 1 - 1e-12)
+    replacement would produce them: the top-``n`` of ``log p + Gumbel(0, 1)``. Returns ``(B, n)`` indices.
+
+    ``seeds`` (one per row) draws each row's noise from its own generator, so an image's draw does not depend
+    on the batch it sits in (evaluation: draw ``r`` of an image is reproducible on its own)."""
+    if seeds is not None:
+        if len(seeds) != probs.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for {probs.shape[0]} rows")
+        u = torch.stack([torch.rand(probs.shape[1], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    else:
+        u = torch.rand(probs.shape, generator=generator, device="cpu")
+    u = u.to(probs.device).clamp_(1e-12, 1 - 1e-12)
     keys = torch.log(probs.clamp_min(1e-30)) - torch.log(-torch.log(u))
     return keys.topk(n, dim=-1).indices
 
@@ -178,12 +193,14 @@ class AttentionSampling(nn.Module):
             return view.new_full((b, h, w), 1.0 / (h * w))
         return self.attention(view)
 
-    def sample(self, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``N`` distinct cells of the flattened view grid, ``(B, N)``, in draw order."""
+    def sample(self, a: torch.Tensor, generator: torch.Generator | None = None,
+               seeds: list[int] | None = None) -> torch.Tensor:
+        """``N`` distinct cells of the flattened view grid, ``(B, N)``, in draw order (``seeds``: one per image,
+        see :func:`gumbel_topk`)."""
         flat = a.reshape(a.shape[0], -1)
         if self.n > flat.shape[1]:
             raise ValueError(f"{self.n} patches asked from a view of only {flat.shape[1]} cells")
-        return gumbel_topk(flat.detach(), self.n, generator)
+        return gumbel_topk(flat.detach(), self.n, generator, seeds)
 
     def weights(self, a: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Aggregation weights ``(B, N)`` of the sampled patches' logits."""
@@ -221,24 +238,40 @@ class ViewCNN(nn.Module):
 
 
 def parse_setting(name: str) -> dict:
-    """``ats-p15-n5`` / ``uniform-p32-n20`` / ``cnn`` / ``colour_hist`` (the floor) → its kind, patch size and
-    number of patches."""
+    """``ats-p15-n5-expectation`` / ``ats-p15-n5-reinforce`` / ``uniform-p32-n20`` / ``cnn`` / ``colour_hist``
+    (the floor) → its kind, patch size, number of patches and, for attention, the estimator (``None`` for the
+    older ``ats-p<P>-n<N>``: ``ats.estimator`` then decides)."""
     if name == "cnn":
         return {"kind": "cnn"}
     if name == FLOOR:
         return {"kind": "floor"}
-    kind, p, n = name.split("-")
-    if kind not in ("ats", "uniform") or not p.startswith("p") or not n.startswith("n"):
-        raise ValueError(f"unknown setting {name!r}: expected ats-p<px>-n<N>, uniform-p<px>-n<N> or cnn")
-    return {"kind": kind, "patch_px": int(p[1:]), "n_patches": int(n[1:])}
+    parts = name.split("-")
+    kind, p, n = (parts + ["", "", ""])[:3]
+    estimator = parts[3] if len(parts) == 4 else None
+    if (kind not in ("ats", "uniform") or len(parts) not in (3, 4) or not p[1:].isdigit() or not n[1:].isdigit()
+            or p[:1] != "p" or n[:1] != "n" or (estimator is not None and (kind != "ats" or estimator not in ESTIMATORS))):
+        raise ValueError(f"unknown setting {name!r}: expected ats-p<px>-n<N>-<{'|'.join(ESTIMATORS)}>, "
+                         "uniform-p<px>-n<N> or cnn")
+    out = {"kind": kind, "patch_px": int(p[1:]), "n_patches": int(n[1:])}
+    if kind == "ats":
+        out["estimator"] = estimator
+    return out
+
+
+def uniform_partner(name: str) -> str | None:
+    """The uniform-sampling setting at the same ``P`` and ``N`` as an attention setting (else ``None``)."""
+    s = parse_setting(name)
+    return f"uniform-p{s['patch_px']}-n{s['n_patches']}" if s["kind"] == "ats" else None
 
 
 def build_classifier(setting: str, n_classes: int, estimator: str = "reinforce", entropy: float = 0.0,
                      logit_scale: float = 5.0, learn_scale: bool = True, width: int = 16, norm: str = "batch",
                      view_norm: str = "batch", reinforce_weights: str = "unbiased") -> nn.Module:
-    """The model of a setting name (``ats:`` in the config sets the keywords). The seed's networks are
-    ``logit_scale=1, learn_scale=False, norm="none", view_norm="none", reinforce_weights="attention"``."""
+    """The model of a setting name (``ats:`` in the config sets the keywords; an estimator in the name overrides
+    ``estimator``). The seed's networks are ``logit_scale=1, learn_scale=False, norm="none", view_norm="none",
+    reinforce_weights="attention"``."""
     s = parse_setting(setting)
+    estimator = s.get("estimator") or estimator
     if s["kind"] == "floor":
         raise ValueError(f"{setting} is the histogram floor, not a network (see models/histogram_floor.py)")
     if s["kind"] == "cnn":

@@ -49,6 +49,7 @@ class ClassifyConfig(FromDict):
     view_scale: float = 0.25
     seed: int = 0
     eval_seed: int = 1234
+    draws: int = 10
     device: str = "auto"
 
 
@@ -113,14 +114,15 @@ def gather_patches(x: torch.Tensor, corners: torch.Tensor, patch: int) -> torch.
     return out.permute(0, 1, 4, 2, 3)
 
 
-def forward(model, x: torch.Tensor, cfg: ClassifyConfig, gen: torch.Generator | None):
-    """Class logits ``(B, C)``; for attention sampling also the attention ``(B, h, w)`` and draw ``(B, N)``."""
+def forward(model, x: torch.Tensor, cfg: ClassifyConfig, gen: torch.Generator | None, seeds: list[int] | None = None):
+    """Class logits ``(B, C)``; for attention sampling also the attention ``(B, h, w)`` and draw ``(B, N)``
+    (``seeds``: one per image, each image's draw from its own generator; else from ``gen``)."""
     h, w = view_shape(x.shape[2], x.shape[3], cfg.view_scale)
     view = F.interpolate(x, size=(h, w), mode="area")
     if not isinstance(model, AttentionSampling):
         return model(view), None, None
     a = model.attend(view)
-    idx = model.sample(a, gen)
+    idx = model.sample(a, gen, seeds)
     corners = torch.as_tensor(patch_corners(idx.cpu().numpy(), (h, w), x.shape[2:], model.patch_px), device=x.device)
     return model.classify(gather_patches(x, corners, model.patch_px), model.weights(a, idx)), a, idx
 
@@ -169,23 +171,76 @@ def train_step(model, opts: list[torch.optim.Optimizer], x: torch.Tensor, y: tor
     return logits.detach(), ce.detach()
 
 
+def draw_seed(eval_seed: int, draw: int, key: int) -> int:
+    """The seed of draw ``draw`` of image ``key`` (its row in the image sheet): the same draw whatever the batch,
+    the split or the script (the attention figures redraw the table's draw 0)."""
+    return int(np.random.SeedSequence([eval_seed, draw, key]).generate_state(1)[0])
+
+
+def concentration(a: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Attention ``(B, h, w)`` → per image the largest cell over the mean cell (1 = uniform) and the entropy over
+    ``log K`` (1 = uniform), each ``(B,)``."""
+    flat = a.reshape(a.shape[0], -1).double()
+    k = flat.shape[1]
+    entropy = -(flat * torch.log(flat.clamp_min(1e-30))).sum(1)
+    return (flat.amax(1) * k).cpu().numpy(), (entropy / math.log(k) if k > 1 else torch.ones_like(entropy)).cpu().numpy()
+
+
+class _Timer:
+    """Seconds of compute: CPU time of this process on the CPU (it moves far less with machine load than wall
+    time; the rules run one thread), wall time with synchronisation on a GPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.kind = "wall" if self.cuda else "cpu"
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time()
+
+
 @torch.no_grad()
 def evaluate(model, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, cfg: ClassifyConfig,
-             device: torch.device) -> dict:
-    """Probabilities ``(n, C)``, accuracy, mean CE and seconds per image, sampling with a fixed seed."""
+             device: torch.device, keys: np.ndarray | None = None, draws: int = 1) -> dict:
+    """Predict the images ``rows`` ``draws`` times, draw ``r`` of image ``k`` seeded by
+    :func:`draw_seed` ``(eval_seed, r, k)`` (``keys``: the images' sheet rows; default ``rows``).
+
+    Returns ``probs (R, n, C)`` (``R = 1`` for a model that samples nothing), ``accuracy`` and ``ce`` (means
+    over draws and images), ``seconds_per_image`` (compute time of one draw, :class:`_Timer`), ``timer``
+    and, for attention sampling, ``max_over_mean`` and ``entropy_ratio`` ``(n,)`` of its attention (an
+    image's attention is the same in every draw: the draws differ only in the cells sampled from it).
+    """
     model.eval()
-    gen = torch.Generator().manual_seed(cfg.eval_seed)
-    probs, t0 = [], time.perf_counter()
-    for start in range(0, len(rows), cfg.batch_size):
-        r = rows[start:start + cfg.batch_size]
-        logits, _, _ = forward(model, to_float(images[r], device), cfg, gen)
-        probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
-    seconds = (time.perf_counter() - t0) / max(1, len(rows))
-    p = np.concatenate(probs) if probs else np.zeros((0, 0))
+    keys = rows if keys is None else np.asarray(keys)
+    samples = isinstance(model, AttentionSampling)
+    draws = max(1, int(draws)) if samples else 1
+    timer = _Timer(device)
+    probs = np.zeros((draws, len(rows), 0), np.float32)
+    conc, spent = ([], []), 0.0
+    for r in range(draws):
+        out, t0 = [], timer.now()
+        for start in range(0, len(rows), cfg.batch_size):
+            batch = rows[start:start + cfg.batch_size]
+            seeds = [draw_seed(cfg.eval_seed, r, int(k)) for k in keys[start:start + cfg.batch_size]]
+            logits, a, _ = forward(model, to_float(images[batch], device), cfg, None, seeds)
+            out.append(torch.softmax(logits.float(), -1).cpu().numpy())
+            if r == 0 and a is not None and model.attention is not None:
+                for part, values in zip(conc, concentration(a)):
+                    part.append(values)
+        if r == 0:
+            spent = timer.now() - t0
+        draw = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        probs = draw[None] if r == 0 else np.concatenate([probs, draw[None]])
     y = labels[rows]
-    ce = float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12)))) if len(y) else float("nan")
-    return {"probs": p, "accuracy": float((p.argmax(1) == y).mean()) if len(y) else float("nan"), "ce": ce,
-            "seconds_per_image": seconds}
+    n = len(y)
+    result = {"probs": probs, "seconds_per_image": spent / max(1, n), "timer": timer.kind,
+              "accuracy": float((probs.argmax(-1) == y).mean()) if n else float("nan"),
+              "ce": float(-np.mean(np.log(np.maximum(probs[:, np.arange(n), y], 1e-12)))) if n else float("nan")}
+    if conc[0]:
+        result["max_over_mean"], result["entropy_ratio"] = np.concatenate(conc[0]), np.concatenate(conc[1])
+    return result
 
 
 def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray, cfg: ClassifyConfig,
@@ -241,6 +296,25 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
     return model, hist
 
 
+@torch.no_grad()
+def redraw(model, image: np.ndarray, key: int, view_scale: float, eval_seed: int, draw: int = 0) -> dict:
+    """Draw ``draw`` of :func:`evaluate` on one in-memory image ``(H, W, 3)`` uint8 whose sheet row is ``key``:
+    ``probs (C,)``, ``attention (h, w)`` and the sampled patches' ``corners (N, 2)`` — so a figure shows the
+    draw the accuracy table counted."""
+    model.eval()
+    device = next(model.parameters()).device
+    cfg = ClassifyConfig(view_scale=view_scale, eval_seed=eval_seed)
+    x = to_float(image[None], device)
+    logits, a, idx = forward(model, x, cfg, None, [draw_seed(eval_seed, draw, int(key))])
+    out = {"probs": torch.softmax(logits[0].float(), -1).cpu().numpy(), "attention": None,
+           "corners": np.zeros((0, 2), int)}
+    if a is not None:
+        view_hw = view_shape(x.shape[2], x.shape[3], view_scale)
+        out["attention"] = a[0].cpu().numpy()
+        out["corners"] = patch_corners(idx[0].cpu().numpy(), view_hw, x.shape[2:], model.patch_px)
+    return out
+
+
 def pixels_per_image(model, height: int, width: int, view_scale: float) -> int:
     """Pixels a model reads per image: the view, plus ``N · P²`` full-resolution pixels when it samples."""
     h, w = view_shape(height, width, view_scale)
@@ -252,8 +326,10 @@ def pixels_per_image(model, height: int, width: int, view_scale: float) -> int:
 def run_fold(folds: pd.DataFrame, fold: int, setting: str, cfg: ClassifyConfig, ats: dict, device: torch.device):
     """Train ``setting`` on one fold of the fold table; predictions for every image of the fold.
 
-    Returns the model, its history, a predictions table (``image, label, split, pred, p_<class>...,
-    seconds_per_image, pixels_per_image``) and the class names (index order).
+    Returns the model, its history, a predictions table (``index, image, label, split, draw, pred,
+    p_<class>...``, for attention ``attention_max_over_mean, attention_entropy_ratio``, then
+    ``seconds_per_image, timer, pixels_per_image``; test images once per draw, ``cfg.draws`` draws when the model
+    samples patches, the others once) and the class names (index order).
     """
     from ..models.ats import build_classifier
     from ..utils import seed_everything
@@ -276,14 +352,19 @@ def run_fold(folds: pd.DataFrame, fold: int, setting: str, cfg: ClassifyConfig, 
     for split, r in rows.items():
         if not len(r):
             continue
-        ev = evaluate(model, images, r, labels, cfg, device)
-        part = f.loc[r, ["index", "image", "label", "split"]].copy()
-        part["pred"] = [classes[i] for i in ev["probs"].argmax(1)]
-        for i, c in enumerate(classes):
-            part[f"p_{c}"] = ev["probs"][:, i]
-        part["seconds_per_image"] = ev["seconds_per_image"]
-        out.append(part)
-        log.info("%s accuracy %.3f", split, ev["accuracy"])
+        draws = cfg.draws if split == "test" else 1  # training and validation images: one draw
+        ev = evaluate(model, images, r, labels, cfg, device, keys=f.loc[r, "index"].to_numpy(), draws=draws)
+        for d, probs in enumerate(ev["probs"]):
+            part = f.loc[r, ["index", "image", "label", "split"]].copy()
+            part["draw"] = d
+            part["pred"] = [classes[i] for i in probs.argmax(1)]
+            for i, c in enumerate(classes):
+                part[f"p_{c}"] = probs[:, i]
+            if "max_over_mean" in ev:
+                part["attention_max_over_mean"], part["attention_entropy_ratio"] = ev["max_over_mean"], ev["entropy_ratio"]
+            part["seconds_per_image"], part["timer"] = ev["seconds_per_image"], ev["timer"]
+            out.append(part)
+        log.info("%s accuracy %.3f (%d draw%s)", split, ev["accuracy"], len(ev["probs"]), "s" * (len(ev["probs"]) > 1))
     pred = pd.concat(out, ignore_index=True)
     pred["pixels_per_image"] = pixels_per_image(model, images.shape[1], images.shape[2], cfg.view_scale)
     return model, history, pred, classes
@@ -299,10 +380,10 @@ def run_floor(folds: pd.DataFrame, fold: int, seed: int = 0):
         raise ValueError(f"fold {fold} is not in the fold table")
     classes = sorted(f["label"].unique())
     labels = f["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    t0 = time.perf_counter()
     images = load_images(f["image"].tolist())
+    t0 = time.process_time()  # CPU time, as the networks' (evaluate's _Timer)
     features = np.stack([histogram_features(a) for a in images])
-    seconds = (time.perf_counter() - t0) / len(f)
+    seconds = (time.process_time() - t0) / len(f)
     rows = {s: np.flatnonzero(f["split"].to_numpy() == s) for s in ("train", "val", "test")}
     model, history = fit_floor(features, labels, rows["train"], rows["val"], seed)
     chosen = next(h for h in history if h["selected"])
@@ -314,10 +395,11 @@ def run_floor(folds: pd.DataFrame, fold: int, seed: int = 0):
             continue
         probs = model.predict_proba(features[r])
         part = f.loc[r, ["index", "image", "label", "split"]].copy()
+        part["draw"] = 0
         part["pred"] = [classes[i] for i in probs.argmax(1)]
         for i, c in enumerate(classes):
             part[f"p_{c}"] = probs[:, i]
-        part["seconds_per_image"] = seconds
+        part["seconds_per_image"], part["timer"] = seconds, "cpu"
         out.append(part)
         log.info("%s accuracy %.3f", split, float((part["pred"] == part["label"]).mean()))
     pred = pd.concat(out, ignore_index=True)
