@@ -83,6 +83,19 @@ def test_colour_jitter_stays_in_range_and_is_seeded():
     torch.testing.assert_close(same, x)
 
 
+def test_colour_jitter_in_one_pass_equals_the_three_steps():
+    """The fused map is brightness, then contrast about the image mean, then saturation about the grey."""
+    x = torch.rand(6, 3, 12, 9, dtype=torch.float64)
+    f = 1 + 0.3 * (2 * torch.rand((3, 6, 1, 1, 1), generator=torch.Generator().manual_seed(2), dtype=torch.float32) - 1)
+    b, c, s = f.double()
+    y = x * b
+    mean = y.mean(dim=(1, 2, 3), keepdim=True)
+    y = (y - mean) * c + mean
+    grey = 0.299 * y[:, :1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]
+    y = ((y - grey) * s + grey).clamp(0, 1)
+    torch.testing.assert_close(colour_jitter(x.clone(), 0.3, torch.Generator().manual_seed(2)), y)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the lent device machine)")
 def test_gpu_path_metrics_match_the_cpu_path():
     """Same fold and seed on the GPU (device-resident windows, fp32) and on the CPU: predictions agree to 1e-3."""

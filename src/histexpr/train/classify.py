@@ -73,23 +73,28 @@ def to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.require(images, requirements="W")).to(device).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, rotate: bool = False, jitter: float = 0.1) -> torch.Tensor:
-    """Random horizontal and vertical flips per image, a rotation by a multiple of 90° per batch (``rotate``;
-    images of a batch share a shape, and a quarter turn swaps height and width), and brightness, contrast and
-    saturation factors in ``[1 - jitter, 1 + jitter]`` per image. ``x`` is ``(B, 3, H, W)`` in [-0.5, 0.5]."""
+def augment(images: np.ndarray, gen: torch.Generator, device: torch.device, rotate: bool = False,
+            jitter: float = 0.1) -> torch.Tensor:
+    """A training batch ``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` in [-0.5, 0.5], augmented: random horizontal and
+    vertical flips per image, a rotation by a multiple of 90° per batch (``rotate``; images of a batch share a
+    shape, and a quarter turn swaps height and width), and brightness, contrast and saturation factors in
+    ``[1 - jitter, 1 + jitter]`` per image. Flips and turns move uint8 pixels (a quarter of the bytes of
+    float), before the conversion."""
     from .augment import colour_jitter
 
+    x = torch.as_tensor(np.require(images, requirements="W"))
     b = x.shape[0]
     flip_h, flip_v = torch.rand(b, generator=gen) < 0.5, torch.rand(b, generator=gen) < 0.5
     if flip_h.any():
-        x[flip_h.to(x.device)] = x[flip_h.to(x.device)].flip(3)
+        x[flip_h] = x[flip_h].flip(2)
     if flip_v.any():
-        x[flip_v.to(x.device)] = x[flip_v.to(x.device)].flip(2)
+        x[flip_v] = x[flip_v].flip(1)
     if rotate and int(torch.randint(0, 2, (1,), generator=gen)):
-        x = torch.rot90(x, 1, dims=(2, 3)).contiguous()
+        x = torch.rot90(x, 1, dims=(1, 2))
+    x = x.to(device).permute(0, 3, 1, 2).float().div_(255.0)
     if jitter > 0:
-        x = colour_jitter(x.add_(0.5), jitter, gen).sub_(0.5)
-    return x
+        x = colour_jitter(x, jitter, gen)
+    return x.sub_(0.5)
 
 
 def lr_factor(epoch: float, cfg: ClassifyConfig) -> float:
@@ -259,9 +264,10 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
             r = perm[start:start + cfg.batch_size]
             if len(r) < 2 and len(perm) > 1:
                 continue  # BatchNorm needs two images
-            x = to_float(images[r], device)
             if cfg.augment:
-                x = augment(x, gen, cfg.rotate, cfg.colour_jitter)
+                x = augment(images[r], gen, device, cfg.rotate, cfg.colour_jitter)
+            else:
+                x = to_float(images[r], device)
             for opt in opts:
                 f = lr_factor(epoch - 1 + start / len(perm), cfg)
                 for group in opt.param_groups:
