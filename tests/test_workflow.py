@@ -552,7 +552,7 @@ _IMPORTS_CHECKED: dict = {}
 HEAVY = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "lpips": "lpips", "faiss-cpu": "faiss"}
 
 
-@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml", "lymphoma.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml", "lymphoma.yaml", "megapixel.yaml"])
 def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile, tmp_path):
     import ast
     import subprocess
@@ -593,7 +593,7 @@ def test_every_rule_has_a_real_conda_env_with_the_pinned_versions(configfile, tm
 @pytest.mark.skipif(shutil.which("conda") is None and shutil.which("mamba") is None,
                     reason="conda is not installed on this machine; snakemake's conda dry run needs it "
                            "(the env wiring is checked by test_every_rule_has_a_real_conda_env_with_the_pinned_versions)")
-@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml", "lymphoma.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "her2st.yaml", "tcgn.yaml", "lymphoma.yaml", "megapixel.yaml"])
 def test_conda_dry_run(tmp_path, configfile):
     (tmp_path / "resources" / "lymphoma").mkdir(parents=True)  # the classification study's images folder
     res = run_snakemake(tmp_path, REPO / "config" / configfile, "-n", "--sdm", "conda")

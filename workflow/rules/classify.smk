@@ -2,6 +2,23 @@
 # (setting, seed, fold), and the colour_hist floor -> accuracy table, confusion matrix, attention maps.
 
 
+if SYNTHETIC:
+
+    rule make_synthetic_images:
+        output:
+            directory(images_source()),
+        params:
+            synthetic=config["synthetic"],
+        log:
+            f"{R}/logs/make_synthetic_images.log",
+        benchmark:
+            f"{R}/benchmarks/make_synthetic_images.tsv"
+        conda:
+            ENV_DATA
+        script:
+            "../../scripts/make_synthetic_images.py"
+
+
 rule image_sheet:
     input:
         images_source(),

@@ -44,8 +44,11 @@ def images_source():
     return images if isinstance(images, str) else images["root"]
 
 
+# A synthetic study draws its images (rule make_synthetic_images) in the train/ + test/ layout.
+SYNTHETIC = "synthetic" in config
+
 # Missing images stop here, in one line that says where they come from (not as a MissingInputException).
-if not os.path.exists(images_source()):
+if not SYNTHETIC and not os.path.exists(images_source()):
     source = (
         "The lymphoma images are the IICBU 2008 benchmark's lymphoma set (CLL, FL, MCL; NIA's IICBU 2008 "
         "page): put them there as one folder per class, or "
@@ -60,7 +63,7 @@ if not os.path.exists(images_source()):
 
 
 # A sheet with a split column (or a train/ + test/ folder) fixes the test set: one fold.
-FOLDS = [1] if sheet_has_split(images_source()) else list(range(1, config["folds"]["k"] + 1))
+FOLDS = [1] if SYNTHETIC or sheet_has_split(images_source()) else list(range(1, config["folds"]["k"] + 1))
 SEEDS = config["seeds"]
 
 
