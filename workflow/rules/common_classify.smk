@@ -46,6 +46,11 @@ def images_source():
 
 # A synthetic study draws its images (rule make_synthetic_images) in the train/ + test/ layout.
 SYNTHETIC = "synthetic" in config
+if SYNTHETIC:
+    from histexpr.data.needles import NeedleSpec
+
+    if NeedleSpec(**config["synthetic"]).problem():
+        raise WorkflowError(f"histexpr error: synthetic: {NeedleSpec(**config['synthetic']).problem()}")
 
 # Missing images stop here, in one line that says where they come from (not as a MissingInputException).
 if not SYNTHETIC and not os.path.exists(images_source()):

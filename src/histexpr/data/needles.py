@@ -45,6 +45,17 @@ class NeedleSpec:
     nuclei: float = 12.0
     seed: int = 0
 
+    def problem(self) -> str | None:
+        """Why these objects cannot be placed (each needs a free square of twice its diameter, away from the
+        border), or None."""
+        room = self.size - 3 * self.object_px
+        if room < 1:
+            return f"object_px ({self.object_px}) must be under a third of size ({self.size})"
+        if self.objects * (2 * self.object_px) ** 2 > 0.5 * room**2:
+            return (f"{self.objects} objects of {self.object_px} px do not fit, a diameter apart, in a {self.size} px "
+                    "image: use fewer or smaller objects, or a larger size")
+        return None
+
 
 def _background(rng: np.random.Generator, size: int, nuclei: float) -> Image.Image:
     """Pink stroma under a smooth stain field, with purple nuclei of radius 2-5 px."""
@@ -83,14 +94,20 @@ def object_pattern(kind: str, diameter: int, vertical: bool = False) -> np.ndarr
 def needle_image(rng: np.random.Generator, label: str, spec: NeedleSpec) -> tuple[np.ndarray, np.ndarray]:
     """One ``(size, size, 3)`` uint8 image of class ``label`` and its objects' top-left corners ``(objects, 2)``
     (at least one diameter apart and from the border)."""
+    if spec.problem():
+        raise ValueError(spec.problem())
     img = np.array(_background(rng, spec.size, spec.nuclei))
     d = spec.object_px
     disk = object_mask(d)
     corners: list[np.ndarray] = []
-    while len(corners) < spec.objects:
+    for _ in range(1000 * spec.objects):  # at most half the room is taken, so this ends long before
         c = rng.integers(d, spec.size - 2 * d, 2)
         if all(np.abs(c - o).max() >= 2 * d for o in corners):
             corners.append(c)
+        if len(corners) == spec.objects:
+            break
+    else:
+        raise ValueError(f"could not place {spec.objects} objects of {d} px in a {spec.size} px image")
     for top, left in corners:
         dark = object_pattern(label, d, vertical=bool(rng.integers(2)))
         shift = rng.normal(0, 6, 3)
