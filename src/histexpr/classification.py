@@ -14,8 +14,8 @@ _RUN = re.compile(r"(?P<setting>[^/]+)/seed_(?P<seed>-?\d+)/fold_(?P<fold>\d+)/[
 
 
 def load_runs(predictions: list[str], histories: list[str] | None = None) -> pd.DataFrame:
-    """Every run's predictions with ``setting, seed, fold`` (and the selected epoch) from its path; a ``draw``
-    column (0) and ``timer`` (``wall``) where older predictions lack them."""
+    """Every run's predictions with ``setting, seed, fold`` (and the selected epoch) from its path
+    (:func:`accuracy_tables` fills ``draw`` and ``timer`` where older predictions lack them)."""
     parts = []
     selected = {}
     for h in histories or []:
@@ -28,9 +28,6 @@ def load_runs(predictions: list[str], histories: list[str] | None = None) -> pd.
             raise ValueError(f"{p}: not a <setting>/seed_<s>/fold_<k>/ predictions file")
         key = (m["setting"], int(m["seed"]), int(m["fold"]))
         df = pd.read_csv(p, sep="\t", keep_default_na=False)
-        for col, default in (("draw", 0), ("timer", "wall")):
-            if col not in df:
-                df[col] = default
         parts.append(df.assign(setting=key[0], seed=key[1], fold=key[2], selected_epoch=selected.get(key, np.nan)))
     return pd.concat(parts, ignore_index=True)
 
