@@ -222,8 +222,7 @@ def evaluate(model, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, cf
     samples = isinstance(model, AttentionSampling)
     draws = max(1, int(draws)) if samples else 1
     timer = _Timer(device)
-    probs = np.zeros((draws, len(rows), 0), np.float32)
-    conc, spent = ([], []), 0.0
+    per_draw, conc, spent = [], ([], []), 0.0
     for r in range(draws):
         out, t0 = [], timer.now()
         for start in range(0, len(rows), cfg.batch_size):
@@ -236,8 +235,8 @@ def evaluate(model, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, cf
                     part.append(values)
         if r == 0:
             spent = timer.now() - t0
-        draw = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-        probs = draw[None] if r == 0 else np.concatenate([probs, draw[None]])
+        per_draw.append(np.concatenate(out) if out else np.zeros((0, 0), np.float32))
+    probs = np.stack(per_draw)
     y = labels[rows]
     n = len(y)
     result = {"probs": probs, "seconds_per_image": spent / max(1, n), "timer": timer.kind,
