@@ -92,11 +92,11 @@ def test_the_synthetic_study_is_drawn_by_the_workflow_as_one_fixed_test_fold(tmp
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(build_image_sheet(tmp_path / "resources" / "megapixel")) == 6
     # objects that cannot be placed stop at parse time in one line naming the key (not an endless loop)
-    cfg["synthetic"].update(size=128, objects=50, object_px=24)
+    cfg["synthetic"].update(size=128, objects=50, object_px=32)
     path.write_text(yaml.safe_dump(cfg))
     res = run_snakemake(tmp_path, path, "-n")
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "histexpr error" in ln]
-    assert res.returncode != 0 and len(lines) == 1 and "synthetic: 50 objects of 24 px do not fit" in lines[0], lines
+    assert res.returncode != 0 and len(lines) == 1 and "synthetic: 50 objects of 32 px do not fit" in lines[0], lines
 
 
 def test_objects_that_cannot_fit_are_refused_before_drawing():
