@@ -24,7 +24,7 @@ for note in audit_sample_sheet(sheet, source):  # the same section twice, an ima
 log.info("audit: no counts file or image appears under two samples of different patients")
 genes, counts = {}, {}
 for _, row in sheet.iterrows():
-    image, _, image_source = sample_image(row)
+    image, _, image_source = sample_image(row, snakemake.params.bin_um)
     with open_image(image) as slide:
         slide.check_size(snakemake.params.max_image_megapixels)
         if slide.is_blank():
@@ -33,7 +33,7 @@ for _, row in sheet.iterrows():
         log.info("%s: patient %s, image %s (%s; %dx%d px, %s), counts %s, spots %s", row["sample"], row["patient"],
                  image, image_source, slide.width, slide.height,
                  f"{slide.mpp} um/px in metadata" if slide.mpp else "no pixel size", row["counts"], row["spots"])
-    genes[row["sample"]], counts[row["sample"]] = sample_genes(row), row["counts"]
+    genes[row["sample"]], counts[row["sample"]] = sample_genes(row, snakemake.params.bin_um), row["counts"]
 expr = snakemake.params.expression
 shared = check_gene_overlap(genes, counts, expr["gene_list"], expr["top_n"])
 log.info("%d samples from %d patients; %d genes measured in every sample", len(sheet), sheet["patient"].nunique(),

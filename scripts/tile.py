@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from histexpr.data.section import SPOT_DIAMETER_UM, tile_section
+from histexpr.data.section import tile_section
 from histexpr.data.windows import write_windows
 from histexpr.plots import spot_qc_figure
 from histexpr.utils import setup_logging, write_h5ad
@@ -19,7 +19,7 @@ sec = tile_section(row, snakemake.params.tiling, snakemake.params.min_counts,
                    qc_on_failure=str(Path(snakemake.log[0]).with_suffix(".misplaced.png")),
                    sheet=snakemake.params.sheet)
 t = sec.adata.uns["tiling"]
-spot_qc_figure(sec.thumbnail, sec.thumb_scale, sec.spots, SPOT_DIAMETER_UM[row["format"]] / t["um_per_px"],
+spot_qc_figure(sec.thumbnail, sec.thumb_scale, sec.spots, t["spot_um"] / t["um_per_px"],
                t["window_size_level0_px"],
                f"{sample} (patient {row['patient']}): {t['kept']} of {len(sec.spots)} spots kept, "
                f"{100 * t['spots_on_tissue']:.0f}% on tissue; {t['um_per_px']:.3f} um/px ({t['um_per_px_source']})",

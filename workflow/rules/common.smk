@@ -130,6 +130,15 @@ def _planned_samples():
 
 SAMPLES = _planned_samples()
 
+# Visium HD bins are summed into square pseudo-spots: a whole number of bins a side, known before any job runs.
+if SAMPLES is not None and (SAMPLES["format"] == "visium_hd").any():
+    _bin, _spot = config["tiling"]["bin_um"], config["tiling"]["spot_um"]
+    if _spot < _bin or abs(_spot / _bin - round(_spot / _bin)) > 1e-6:
+        raise WorkflowError(
+            f"histexpr error: tiling.spot_um ({_spot:g}) must be a whole multiple of tiling.bin_um ({_bin}) "
+            f"to pool Visium HD bins into square pseudo-spots, e.g. {_bin * max(1, round(_spot / _bin))}"
+        )
+
 
 def _check_exemplar_pools():
     """Stop before anything runs when a model that reads exemplars would train or validate on windows that have

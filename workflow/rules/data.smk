@@ -51,6 +51,7 @@ rule sample_sheet:
         schema=os.path.join(SCHEMAS, "samples.schema.yaml"),
         expression=config["expression"],
         max_image_megapixels=config["tiling"]["max_image_megapixels"],
+        bin_um=config["tiling"]["bin_um"],
     log:
         f"{R}/logs/sample_sheet.log",
     benchmark:

@@ -38,7 +38,12 @@ from .tiling import (
 
 log = logging.getLogger(__name__)
 
-SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}  # 1k and 2k arrays alike
+SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}  # 1k and 2k arrays alike; Visium HD: tiling.spot_um
+
+
+def spot_diameter_um(row: dict, adata: ad.AnnData) -> float:
+    """A spot's diameter (a Visium HD pseudo-spot's side) in micrometres."""
+    return float(adata.uns["spot_um"]) if "spot_um" in adata.uns else SPOT_DIAMETER_UM[row["format"]]
 GRID_ANISOTROPY_WARN = 0.05  # warn when the grid's x and y um/px differ by more than this
 UPSAMPLE_WARN = 2.0  # warn when windows are upsampled more than this
 EXIF_TURNS = {2: "mirrored left-right", 3: "turned 180 degrees", 4: "mirrored top-bottom", 5: "transposed",
@@ -98,20 +103,20 @@ def pixel_size(row: dict, adata: ad.AnnData, slide, platform: str,
     raise InputError(row["spots"], "a single spot and no pixel size; set um_per_px in the sample sheet")
 
 
-def _misplaced_figure(thumb, scale, mask, xy, row, um_per_px, path) -> None:
+def _misplaced_figure(thumb, scale, mask, xy, row, um_per_px, path, spot_um) -> None:
     """The QC figure of a section that failed the placement check: each spot on or off the tissue."""
     from scipy import ndimage
 
     from ..plots import spot_qc_figure
 
-    r = max(1, int(round(SPOT_DIAMETER_UM[row["format"]] / 2 / um_per_px * scale)))
+    r = max(1, int(round(spot_um / 2 / um_per_px * scale)))
     grown = ndimage.binary_dilation(mask, iterations=r)
     xt = np.round(xy * scale).astype(int)
     inside = (xt[:, 0] >= 0) & (xt[:, 1] >= 0) & (xt[:, 0] < mask.shape[1]) & (xt[:, 1] < mask.shape[0])
     on = np.zeros(len(xy), bool)
     on[inside] = grown[xt[inside, 1], xt[inside, 0]]
     spots = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "status": np.where(on, "on_tissue", "off_tissue")})
-    spot_qc_figure(thumb, scale, spots, SPOT_DIAMETER_UM[row["format"]] / um_per_px, 0.0,
+    spot_qc_figure(thumb, scale, spots, spot_um / um_per_px, 0.0,
                    f"{row['sample']}: FAILED the placement check, {100 * on.mean():.0f}% of spots on tissue", path)
 
 
@@ -128,7 +133,7 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
         sheet: the user's sample sheet, named in errors about a row's values.
     """
     sample = row["sample"]
-    adata, image = read_sample(row)  # validates counts, spots and their join before any pixel is decoded
+    adata, image = read_sample(row, tiling)  # validates counts, spots and their join before any pixel is decoded
     drawn = [adata.uns.pop("dropped_spots")]
     n_spots = adata.n_obs
     if not adata.X.sum() > 0:
@@ -147,12 +152,14 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
         adata = adata[~low].copy()
     xy = np.asarray(adata.obsm["spatial"])
     platform, platform_why = array_design(row, adata, sheet)
-    pitch = grid_pitch_um(platform, tiling["spot_pitch_um"])[1]  # um between nearest spots
+    spot_um = spot_diameter_um(row, adata)
+    spot_pitch_um = {**tiling["spot_pitch_um"], "visium_hd": spot_um}  # pseudo-spots tile the bins edge to edge
+    pitch = grid_pitch_um(platform, spot_pitch_um)[1]  # um between nearest spots
     log.info("%s: array design %s (%s)", sample, platform, platform_why)
     with open_image(image) as slide:
         slide.check_size(tiling.get("max_image_megapixels", DEFAULT_MAX_MEGAPIXELS))
         check_spots_on_image(xy, slide.width, slide.height, row["spots"], image)
-        um_per_px, source, grid = pixel_size(row, adata, slide, platform, tiling["spot_pitch_um"])
+        um_per_px, source, grid = pixel_size(row, adata, slide, platform, spot_pitch_um)
         g = grid.um_per_px if grid else None
         log.info("%s: %.4f um/px from %s (array grid suggests %s); image %s (%s)", sample, um_per_px, source,
                  f"{g:.4f} by {grid.method}" if grid else "n/a", image, adata.uns.get("image_source", "sample sheet"))
@@ -174,7 +181,7 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
             raise InputError(image, "the image is blank (every pixel the same colour): a placeholder, not an "
                                     "H&E scan")
         mask = tissue_mask(thumb)
-        placement = spot_placement(mask, thumb_scale, xy, SPOT_DIAMETER_UM[row["format"]] / 2 / um_per_px,
+        placement = spot_placement(mask, thumb_scale, xy, spot_um / 2 / um_per_px,
                                    pitch / um_per_px, (slide.width, slide.height))
         log.info("%s: %.0f%% of spot centres on tissue; the spots cover %.0f%% of the tissue (%.0f%% of the "
                  "image is tissue)", sample, 100 * placement.on_tissue, 100 * placement.coverage,
@@ -194,7 +201,7 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
                    f"tissue)" if placement.alternative else "")
             figure = ""
             if qc_on_failure:
-                _misplaced_figure(thumb, thumb_scale, mask, xy, row, um_per_px, qc_on_failure)
+                _misplaced_figure(thumb, thumb_scale, mask, xy, row, um_per_px, qc_on_failure, spot_um)
                 figure = f"; the spots on the slide: {qc_on_failure}"
             raise InputError(row["spots"], f"only {100 * placement.on_tissue:.0f}% of the {len(xy)} spot centres "
                                            f"lie on tissue in {image} (tiling.min_spots_on_tissue = {limit:g}){alt}. "
@@ -228,7 +235,7 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
     out.uns["spatial"] = {sample: {
         "images": {"hires": thumb},
         "scalefactors": {"tissue_hires_scalef": thumb_scale,
-                         "spot_diameter_fullres": SPOT_DIAMETER_UM[row["format"]] / um_per_px},
+                         "spot_diameter_fullres": spot_um / um_per_px},
         "metadata": {"source_image_path": image},
     }}
     out.uns["source"] = {"counts": row["counts"], "spots": row["spots"], "image": image}
@@ -241,7 +248,9 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
                          "grid_y_um_per_px": float(grid.y_um_per_px) if grid and grid.y_um_per_px else float("nan"),
                          "window_um": float(tiling["window_um"]), "window_px": int(tiling["window_px"]),
                          "window_size_level0_px": float(res.window_size_px), "min_tissue": float(tiling["min_tissue"]),
-                         "min_counts": float(min_counts)}
+                         "min_counts": float(min_counts), "spot_um": spot_um}
+    if "bins" in adata.uns:  # Visium HD: how the bins were pooled
+        out.uns["tiling"].update({f"bins_{k}": v for k, v in adata.uns["bins"].items()})
     out.uns.pop("dropped_spots", None)
     out.uns.pop("image_source", None)
     return TiledSection(out, res.windows, spots.rename(columns={"reason": "status"}), thumb, thumb_scale)

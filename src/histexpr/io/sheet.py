@@ -1,7 +1,8 @@
 """Sample sheets: one row per tissue section.
 
 Columns: ``sample`` (unique id), ``patient``, ``image``, ``counts``, ``spots``,
-and optionally ``format`` (``st`` default, or ``visium``), ``platform`` (``st_1k``,
+and optionally ``format`` (``st`` default, ``visium``, or ``visium_hd``: ``counts`` names the Space Ranger
+``outs/`` or ``binned_outputs/`` folder, ``spots`` may stay empty), ``platform`` (``st_1k``,
 ``st_2k`` or ``visium``: the array design; else read off the array coordinates,
 and checked against them), ``split`` (``train``/``test`` on every row: a fixed
 external test set instead of cross-validation), ``um_per_px`` (micrometres per
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "platform", "um_per_px", "pixel_scale",
                  "split"]
 # the array designs a format holds (``platform``; empty = read off the coordinates)
-FORMAT_PLATFORMS = {"st": ("st_1k", "st_2k"), "visium": ("visium",)}
+FORMAT_PLATFORMS = {"st": ("st_1k", "st_2k"), "visium": ("visium",), "visium_hd": ("visium_hd",)}
 
 # The HER2ST repository ships a downscaled copy of some sections in app/www/imgs;
 # its spot files stay in full-resolution pixels. Widths of the originals:
@@ -127,7 +128,7 @@ def complete_sheet(records: list[dict], path: str, schema=None, check_files: boo
         records = validate_records(records, schema, path)
     out = pd.DataFrame.from_records(records)
     for col, default in (("format", "st"), ("platform", ""), ("um_per_px", None), ("pixel_scale", 1.0),
-                         ("image", None), ("split", "")):
+                         ("image", None), ("spots", None), ("split", "")):
         if col not in out.columns:
             out[col] = default
         out[col] = out[col].where(out[col].notna(), default) if default is not None else out[col]
@@ -149,12 +150,14 @@ def complete_sheet(records: list[dict], path: str, schema=None, check_files: boo
                                    f"design (format {fmt!r} takes {' or '.join(FORMAT_PLATFORMS.get(fmt, ()))})")
     base = os.path.dirname(path)
     for col in ("image", "counts", "spots"):
-        out[col] = [_resolve(base, v) for v in out[col]]
+        out[col] = [_resolve(base, v) for v in out[col]] if col in out else None
+    hd = out["format"] == "visium_hd"
+    out.loc[hd, "spots"] = out.loc[hd, "spots"].where(out.loc[hd, "spots"].notna(), out.loc[hd, "counts"])
     for _, row in out.iterrows():
         for col in ("counts", "spots"):
             if row[col] is None:
                 raise InputError(path, f"sample {row['sample']!r}: column {col!r} is empty")
-        if row["image"] is None and row["format"] != "visium":
+        if row["image"] is None and row["format"] not in ("visium", "visium_hd"):
             raise InputError(path, f"sample {row['sample']!r}: column 'image' is empty")
         if check_files:
             for col in ("image", "counts", "spots"):
@@ -199,31 +202,42 @@ def build_her2st_sheet(root: str | os.PathLike, measure_app_images: bool = True)
     return pd.DataFrame(rows, columns=SHEET_COLUMNS)
 
 
-def sample_image(row) -> tuple[str, float, str]:
+def sample_image(row, bin_um: int = 8) -> tuple[str, float, str]:
     """The image a sheet row is tiled from: ``(path, scale, source)``; ``scale`` maps the counts' native
     pixel coordinates (Visium: full resolution) onto it before ``pixel_scale``."""
     if row["image"]:
         return row["image"], 1.0, "sample sheet"
-    if row["format"] != "visium":
+    if row["format"] not in ("visium", "visium_hd"):
         raise InputError(None, f"sample {row['sample']!r}: no image")
     from .visium import visium_image
 
-    path, name, scale = visium_image(row["spots"])
+    spots = row["spots"]
+    if row["format"] == "visium_hd":
+        from .visium_hd import hd_files
+
+        spots = hd_files(row["counts"], bin_um)["positions"]
+    path, name, scale = visium_image(spots)
     return path, scale, f"Space Ranger {name} image"
 
 
-def sample_genes(row) -> list[str]:
+def sample_genes(row, bin_um: int = 8) -> list[str]:
     """A sheet row's gene names, read cheaply (the count table's header; the 10x matrix's features)."""
     from .st import read_count_header
     from .visium import read_feature_matrix
 
+    if row["format"] == "visium_hd":
+        from .visium_hd import hd_genes
+
+        return hd_genes(row["counts"], bin_um)
     if row["format"] == "visium":
         return read_feature_matrix(row["counts"]).var_names.tolist()
     return read_count_header(row["counts"])
 
 
-def read_sample(row) -> tuple[ad.AnnData, str]:
+def read_sample(row, tiling: dict | None = None) -> tuple[ad.AnnData, str]:
     """Read one sheet row's expression and spot positions; return (AnnData, image path).
+
+    ``tiling`` (the config's block) gives Visium HD's ``bin_um`` and ``spot_um`` (defaults 8 and 56).
 
     ``obsm["spatial"]`` is in the returned image's level-0 pixels; ``uns["image_source"]`` says where the
     image came from (the sheet, or the Space Ranger hires/lowres fallback).
@@ -239,7 +253,14 @@ def read_sample(row) -> tuple[ad.AnnData, str]:
     elif fmt == "visium":
         image, scale, source = sample_image(row)
         adata = read_visium_sample(row["counts"], row["spots"], image_scale=scale * pixel_scale)
+    elif fmt == "visium_hd":
+        from .visium_hd import read_visium_hd_sample
+
+        tiling = tiling or {}
+        bin_um, spot_um = int(tiling.get("bin_um", 8)), float(tiling.get("spot_um", 56))
+        image, scale, source = sample_image(row, bin_um)
+        adata = read_visium_hd_sample(row["counts"], bin_um, spot_um, image_scale=scale * pixel_scale)
     else:
-        raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st or visium)")
+        raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st, visium or visium_hd)")
     adata.uns["image_source"] = source
     return adata, image
