@@ -288,6 +288,8 @@ def final_targets(wildcards):
         targets.append(f"{R}/figures/sweeps.png")
     if LATENT_RUNS:
         targets.append(f"{R}/figures/latent_fold1_{PROTOCOLS[0]}.png")
+    if config["evaluation"]["spatialdata"]:
+        targets += per_fold("predictions.zarr")(wildcards)
     return targets
 
 

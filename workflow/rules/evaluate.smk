@@ -18,6 +18,21 @@ rule evaluate:
         "../../scripts/evaluate.py"
 
 
+rule spatialdata_store:
+    input:
+        f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/predictions.h5ad",
+    output:
+        directory(f"{R}/{{model}}/{{protocol}}/fold_{{fold}}/predictions.zarr"),
+    log:
+        f"{R}/logs/spatialdata_store/{{model}}/{{protocol}}/fold_{{fold}}.log",
+    benchmark:
+        f"{R}/benchmarks/spatialdata_store/{{model}}/{{protocol}}/fold_{{fold}}.tsv"
+    conda:
+        ENV_DATA
+    script:
+        "../../scripts/spatialdata_store.py"
+
+
 rule aggregate:
     input:
         metrics=per_fold("metrics.tsv"),
