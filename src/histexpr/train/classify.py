@@ -44,6 +44,7 @@ class ClassifyConfig(FromDict):
     warmup_epochs: int = 3
     schedule: str = "cosine"
     augment: bool = True
+    flips: bool = True
     rotate: bool = True
     colour_jitter: float = 0.1
     view_scale: float = 0.25
@@ -74,17 +75,19 @@ def to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def augment(images: np.ndarray, gen: torch.Generator, device: torch.device, rotate: bool = False,
-            jitter: float = 0.1) -> torch.Tensor:
+            jitter: float = 0.1, flips: bool = True) -> torch.Tensor:
     """A training batch ``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` in [-0.5, 0.5], augmented: random horizontal and
     vertical flips per image, a rotation by a multiple of 90° per batch (``rotate``; images of a batch share a
     shape, and a quarter turn swaps height and width), and brightness, contrast and saturation factors in
-    ``[1 - jitter, 1 + jitter]`` per image. Flips and turns move uint8 pixels (a quarter of the bytes of
-    float), before the conversion."""
+    ``[1 - jitter, 1 + jitter]`` per image. Without ``flips`` the two flips come together (a half turn), so a
+    mirror image is never made: for classes that differ only by handedness. Flips and turns move uint8 pixels
+    (a quarter of the bytes of float), before the conversion."""
     from .augment import colour_jitter
 
     x = torch.as_tensor(np.require(images, requirements="W"))
     b = x.shape[0]
-    flip_h, flip_v = torch.rand(b, generator=gen) < 0.5, torch.rand(b, generator=gen) < 0.5
+    flip_h = torch.rand(b, generator=gen) < 0.5
+    flip_v = torch.rand(b, generator=gen) < 0.5 if flips else flip_h
     if flip_h.any():
         x[flip_h] = x[flip_h].flip(2)
     if flip_v.any():
@@ -264,7 +267,7 @@ def fit(model, images: np.ndarray, labels: np.ndarray, train: np.ndarray, val: n
             if len(r) < 2 and len(perm) > 1:
                 continue  # BatchNorm needs two images
             if cfg.augment:
-                x = augment(images[r], gen, device, cfg.rotate, cfg.colour_jitter)
+                x = augment(images[r], gen, device, cfg.rotate, cfg.colour_jitter, cfg.flips)
             else:
                 x = to_float(images[r], device)
             for opt in opts:
