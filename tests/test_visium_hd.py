@@ -165,7 +165,7 @@ def test_a_sheet_row_of_format_visium_hd_is_tiled_with_every_check_of_the_other_
     assert (tiling["bin_um"], tiling["spot_um"]) == (8, 56.0)
     sec = tile_section(row, tiling)
     t = sec.adata.uns["tiling"]
-    assert t["platform"] == "visium_hd" and t["um_per_px_source"] == "Visium scale factors"
+    assert t["platform"] == "visium_hd" and t["um_per_px_source"] == "Visium HD microns_per_pixel"
     assert t["um_per_px"] == pytest.approx(c2_hd["um_per_px"]) and t["spot_um"] == 56.0
     assert abs(t["grid_um_per_px"] / t["um_per_px"] - 1) < 0.01  # the pseudo-spot grid agrees with the scale factors
     assert t["bins_bins_per_side"] == 7 and t["kept"] > 0.9 * t["input"] > 2000

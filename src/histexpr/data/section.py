@@ -25,6 +25,7 @@ from ..io.image import DEFAULT_MAX_MEGAPIXELS, open_image
 from ..io.sheet import read_sample
 from .expression import low_count_spots
 from .tiling import (
+    GRIDS,
     GridEstimate,
     check_spots_on_image,
     detect_st_design,
@@ -65,7 +66,10 @@ def array_design(row: dict, adata: ad.AnnData, sheet: str | None = None) -> tupl
     (checked against the coordinates), else read off the array coordinates (:func:`detect_st_design`). That a
     platform belongs to the row's format is checked with the sheet (:func:`histexpr.io.sheet.complete_sheet`)."""
     given = row.get("platform") or None
-    if row["format"] != "st":
+    if row["format"] == "hest" and "platform" in adata.uns:
+        return given or adata.uns["platform"], ("sample sheet" if given else
+                                                f"HEST st_technology {adata.uns['hest']['st_technology']}")
+    if row["format"] not in ("st", "hest"):
         return row["format"], "sample sheet format"
     found = detect_st_design(adata.obs["array_x"], adata.obs["array_y"])
     if given is None:
@@ -95,7 +99,7 @@ def pixel_size(row: dict, adata: ad.AnnData, slide, platform: str,
     if row.get("um_per_px"):
         return float(row["um_per_px"]), "sample sheet", grid
     if "um_per_px" in adata.uns:
-        return float(adata.uns["um_per_px"]), "Visium scale factors", grid
+        return float(adata.uns["um_per_px"]), adata.uns.get("um_per_px_source", "Visium scale factors"), grid
     if slide.mpp:
         return slide.mpp, "image metadata", grid
     if grid:
@@ -154,6 +158,8 @@ def tile_section(row: dict, tiling: dict, min_counts: float = 0.0, qc_on_failure
     platform, platform_why = array_design(row, adata, sheet)
     spot_um = spot_diameter_um(row, adata)
     spot_pitch_um = {**tiling["spot_pitch_um"], "visium_hd": spot_um}  # pseudo-spots tile the bins edge to edge
+    if "spot_pitch_um" in adata.uns and platform != "st_2k":  # HEST's inter_spot_dist
+        spot_pitch_um[GRIDS[platform][0]] = float(adata.uns["spot_pitch_um"])
     pitch = grid_pitch_um(platform, spot_pitch_um)[1]  # um between nearest spots
     log.info("%s: array design %s (%s)", sample, platform, platform_why)
     with open_image(image) as slide:

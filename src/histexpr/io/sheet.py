@@ -2,7 +2,8 @@
 
 Columns: ``sample`` (unique id), ``patient``, ``image``, ``counts``, ``spots``,
 and optionally ``format`` (``st`` default, ``visium``, or ``visium_hd``: ``counts`` names the Space Ranger
-``outs/`` or ``binned_outputs/`` folder, ``spots`` may stay empty), ``platform`` (``st_1k``,
+``outs/`` or ``binned_outputs/`` folder, ``spots`` may stay empty; or ``hest``: ``counts`` names a HEST-1k root
+or one ``st/<id>.h5ad``, ``spots`` and ``image`` may stay empty), ``platform`` (``st_1k``,
 ``st_2k`` or ``visium``: the array design; else read off the array coordinates,
 and checked against them), ``split`` (``train``/``test`` on every row: a fixed
 external test set instead of cross-validation), ``um_per_px`` (micrometres per
@@ -35,7 +36,9 @@ log = logging.getLogger(__name__)
 SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "platform", "um_per_px", "pixel_scale",
                  "split"]
 # the array designs a format holds (``platform``; empty = read off the coordinates)
-FORMAT_PLATFORMS = {"st": ("st_1k", "st_2k"), "visium": ("visium",), "visium_hd": ("visium_hd",)}
+FORMAT_PLATFORMS = {"st": ("st_1k", "st_2k"), "visium": ("visium",), "visium_hd": ("visium_hd",),
+                    "hest": ("st_1k", "st_2k", "visium", "visium_hd")}
+NO_SPOT_FILE = ("visium_hd", "hest")  # formats whose positions sit beside the counts: spots may stay empty
 
 # The HER2ST repository ships a downscaled copy of some sections in app/www/imgs;
 # its spot files stay in full-resolution pixels. Widths of the originals:
@@ -151,13 +154,13 @@ def complete_sheet(records: list[dict], path: str, schema=None, check_files: boo
     base = os.path.dirname(path)
     for col in ("image", "counts", "spots"):
         out[col] = [_resolve(base, v) for v in out[col]] if col in out else None
-    hd = out["format"] == "visium_hd"
+    hd = out["format"].isin(NO_SPOT_FILE)
     out.loc[hd, "spots"] = out.loc[hd, "spots"].where(out.loc[hd, "spots"].notna(), out.loc[hd, "counts"])
     for _, row in out.iterrows():
         for col in ("counts", "spots"):
             if row[col] is None:
                 raise InputError(path, f"sample {row['sample']!r}: column {col!r} is empty")
-        if row["image"] is None and row["format"] not in ("visium", "visium_hd"):
+        if row["image"] is None and row["format"] not in ("visium", "visium_hd", "hest"):
             raise InputError(path, f"sample {row['sample']!r}: column 'image' is empty")
         if check_files:
             for col in ("image", "counts", "spots"):
@@ -207,6 +210,10 @@ def sample_image(row, bin_um: int = 8) -> tuple[str, float, str]:
     pixel coordinates (Visium: full resolution) onto it before ``pixel_scale``."""
     if row["image"]:
         return row["image"], 1.0, "sample sheet"
+    if row["format"] == "hest":
+        from .hest import hest_files
+
+        return hest_files(row["counts"], row["sample"])["wsi"], 1.0, "HEST wsis/"
     if row["format"] not in ("visium", "visium_hd"):
         raise InputError(None, f"sample {row['sample']!r}: no image")
     from .visium import visium_image
@@ -229,6 +236,15 @@ def sample_genes(row, bin_um: int = 8) -> list[str]:
         from .visium_hd import hd_genes
 
         return hd_genes(row["counts"], bin_um)
+    if row["format"] == "hest":
+        import anndata
+
+        from .hest import hest_files
+
+        path = hest_files(row["counts"], row["sample"])["st"]
+        if not os.path.exists(path):
+            raise InputError(path, "HEST expression file not found (st/<id>.h5ad)")
+        return anndata.read_h5ad(path, backed="r").var_names.astype(str).tolist()
     if row["format"] == "visium":
         return read_feature_matrix(row["counts"]).var_names.tolist()
     return read_count_header(row["counts"])
@@ -260,7 +276,13 @@ def read_sample(row, tiling: dict | None = None) -> tuple[ad.AnnData, str]:
         bin_um, spot_um = int(tiling.get("bin_um", 8)), float(tiling.get("spot_um", 56))
         image, scale, source = sample_image(row, bin_um)
         adata = read_visium_hd_sample(row["counts"], bin_um, spot_um, image_scale=scale * pixel_scale)
+    elif fmt == "hest":
+        from .hest import read_hest_sample
+
+        image, scale, source = sample_image(row)
+        adata = read_hest_sample(row["counts"], row["sample"], image_scale=scale * pixel_scale)
     else:
-        raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st, visium or visium_hd)")
+        raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st, visium, visium_hd "
+                               f"or hest)")
     adata.uns["image_source"] = source
     return adata, image

@@ -182,6 +182,7 @@ def read_visium_hd_sample(path: str | os.PathLike, bin_um: int, spot_um: float, 
     out.obsm["spatial"] = centre[keep]
     out.uns["platform"] = "visium_hd"
     out.uns["um_per_px"] = float(sf["microns_per_pixel"]) / image_scale
+    out.uns["um_per_px_source"] = "Visium HD microns_per_pixel"
     out.uns["spot_um"] = float(spot_um)
     in_kept = np.isin(bin_code, np.flatnonzero(keep))
     out.uns["bins"] = {"bin_um": int(bin_um), "bins_per_side": k, "positions": int(len(pos)),
