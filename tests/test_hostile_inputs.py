@@ -183,6 +183,9 @@ def test_visium_scale_factors_that_are_not_positive_numbers(visium_dir, tmp_path
     sf_path.write_text(json.dumps(sf))
     with pytest.raises(InputError, match=r"spot_diameter_fullres is '89.4': it must be a positive number"):
         read_scalefactors(sf_path)
+    sf_path.write_text(json.dumps([sf]))  # a list of objects (a hand-edited or merged file)
+    with pytest.raises(InputError, match=r"scalefactors_json.json must be a JSON object, found a list"):
+        read_scalefactors(sf_path)
 
 
 def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):

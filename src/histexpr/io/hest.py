@@ -20,7 +20,6 @@ Read with anndata and json (the files are plain h5ad and JSON; the ``hest`` pack
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -31,6 +30,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 from .st import check_counts
+from .visium import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,7 @@ def hest_files(counts: str | os.PathLike, sample: str) -> dict:
 
 
 def read_hest_metadata(path: str) -> dict:
-    if not os.path.exists(path):
-        raise InputError(path, "HEST metadata file not found (metadata/<id>.json beside st/ and wsis/)")
-    try:
-        with open(path) as fh:
-            meta = json.load(fh)
-    except Exception as err:
-        raise InputError(path, f"cannot parse HEST metadata ({err})") from None
+    meta = read_json_object(path, "HEST metadata file", " (metadata/<id>.json beside st/ and wsis/)")
     px = meta.get("pixel_size_um_estimated") or meta.get("pixel_size_um_embedded")
     if isinstance(px, bool) or not isinstance(px, (int, float)) or not 0 < px < float("inf"):
         raise InputError(path, f"no usable pixel size: pixel_size_um_estimated is "

@@ -64,15 +64,25 @@ def read_positions(path: str | os.PathLike) -> pd.DataFrame:
     return pos.set_index("barcode")
 
 
-def read_scalefactors(path: str | os.PathLike) -> dict:
+def read_json_object(path: str | os.PathLike, what: str, missing: str = "") -> dict:
+    """A JSON file holding one object (scale factors, metadata); one :class:`InputError` naming the file when
+    it is missing (``missing`` says where it is expected), unparsable or not an object."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise InputError(path, "Visium scalefactors_json.json not found")
+        raise InputError(path, f"{what} not found{missing}")
     try:
         with open(path) as fh:
-            sf = json.load(fh)
+            obj = json.load(fh)
     except Exception as err:
-        raise InputError(path, f"cannot parse scale factors ({err})") from None
+        raise InputError(path, f"cannot parse {what} ({err})") from None
+    if not isinstance(obj, dict):
+        raise InputError(path, f"{what} must be a JSON object, found a {type(obj).__name__}")
+    return obj
+
+
+def read_scalefactors(path: str | os.PathLike) -> dict:
+    path = os.fspath(path)
+    sf = read_json_object(path, "Visium scalefactors_json.json")
     for key in ("spot_diameter_fullres", "tissue_hires_scalef"):
         if key not in sf:
             raise InputError(path, f"no {key!r}: not a Space Ranger scalefactors_json.json?")

@@ -23,7 +23,6 @@ The tests cross-check the two on the same files.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,7 +34,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 from .st import check_counts
-from .visium import POSITION_COLUMNS, read_feature_matrix
+from .visium import POSITION_COLUMNS, read_feature_matrix, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +84,7 @@ def read_hd_positions(path: str) -> pd.DataFrame:
 
 
 def read_hd_scalefactors(path: str, bin_um: int) -> dict:
-    if not os.path.exists(path):
-        raise InputError(path, "Visium HD scalefactors_json.json not found")
-    try:
-        with open(path) as fh:
-            sf = json.load(fh)
-    except Exception as err:
-        raise InputError(path, f"cannot parse scale factors ({err})") from None
+    sf = read_json_object(path, "Visium HD scalefactors_json.json")
     for key in ("microns_per_pixel", "bin_size_um"):
         v = sf.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
