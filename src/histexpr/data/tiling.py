@@ -135,6 +135,7 @@ GRIDS = {
     "st_2k": ("st_2k", ((1, 1), (1, -1)), float(np.sqrt(2.0))),
     "visium": ("visium", ((2, 0), (1, 1), (-1, 1)), 1.0),
     "visium_hd": ("visium_hd", ((1, 0), (0, 1)), 1.0),  # square pseudo-spots of tiling.spot_um, edge to edge
+    "xenium": ("xenium", ((1, 0), (0, 1)), 1.0),  # the same, of cells
 }
 ST_1K_EXTENT = (33, 35)  # the largest array x and y of a 1k array
 

@@ -3,7 +3,8 @@
 Columns: ``sample`` (unique id), ``patient``, ``image``, ``counts``, ``spots``,
 and optionally ``format`` (``st`` default, ``visium``, or ``visium_hd``: ``counts`` names the Space Ranger
 ``outs/`` or ``binned_outputs/`` folder, ``spots`` may stay empty; or ``hest``: ``counts`` names a HEST-1k root
-or one ``st/<id>.h5ad``, ``spots`` and ``image`` may stay empty), ``platform`` (``st_1k``,
+or one ``st/<id>.h5ad``, ``spots`` and ``image`` may stay empty; or ``xenium``: ``counts`` names the Xenium
+output folder, ``image`` the post-run H&E, ``spots`` its alignment matrix), ``platform`` (``st_1k``,
 ``st_2k`` or ``visium``: the array design; else read off the array coordinates,
 and checked against them), ``split`` (``train``/``test`` on every row: a fixed
 external test set instead of cross-validation), ``um_per_px`` (micrometres per
@@ -37,7 +38,7 @@ SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "pla
                  "split"]
 # the array designs a format holds (``platform``; empty = read off the coordinates)
 FORMAT_PLATFORMS = {"st": ("st_1k", "st_2k"), "visium": ("visium",), "visium_hd": ("visium_hd",),
-                    "hest": ("st_1k", "st_2k", "visium", "visium_hd")}
+                    "xenium": ("xenium",), "hest": ("st_1k", "st_2k", "visium", "visium_hd")}
 NO_SPOT_FILE = ("visium_hd", "hest")  # formats whose positions sit beside the counts: spots may stay empty
 
 # The HER2ST repository ships a downscaled copy of some sections in app/www/imgs;
@@ -236,6 +237,10 @@ def sample_genes(row, bin_um: int = 8) -> list[str]:
         from .visium_hd import hd_genes
 
         return hd_genes(row["counts"], bin_um)
+    if row["format"] == "xenium":
+        from .visium_hd import h5_genes
+
+        return h5_genes(os.path.join(row["counts"], "cell_feature_matrix.h5"))
     if row["format"] == "hest":
         import anndata
 
@@ -276,13 +281,19 @@ def read_sample(row, tiling: dict | None = None) -> tuple[ad.AnnData, str]:
         bin_um, spot_um = int(tiling.get("bin_um", 8)), float(tiling.get("spot_um", 56))
         image, scale, source = sample_image(row, bin_um)
         adata = read_visium_hd_sample(row["counts"], bin_um, spot_um, image_scale=scale * pixel_scale)
+    elif fmt == "xenium":
+        from .xenium import read_xenium_sample
+
+        image, source = row["image"], "sample sheet"
+        adata = read_xenium_sample(row["counts"], row["spots"], float((tiling or {}).get("spot_um", 56)),
+                                   image_scale=pixel_scale)
     elif fmt == "hest":
         from .hest import read_hest_sample
 
         image, scale, source = sample_image(row)
         adata = read_hest_sample(row["counts"], row["sample"], image_scale=scale * pixel_scale)
     else:
-        raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st, visium, visium_hd "
-                               f"or hest)")
+        raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st, visium, visium_hd, "
+                               f"xenium or hest)")
     adata.uns["image_source"] = source
     return adata, image

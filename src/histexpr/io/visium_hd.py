@@ -96,11 +96,15 @@ def read_hd_scalefactors(path: str, bin_um: int) -> dict:
 
 def hd_genes(path: str | os.PathLike, bin_um: int) -> list[str]:
     """Gene symbols of a Visium HD matrix, read from the HDF5 features (no counts are loaded)."""
+    return h5_genes(hd_files(path, bin_um)["matrix"])
+
+
+def h5_genes(matrix: str) -> list[str]:
+    """Gene Expression feature names of a 10x HDF5 matrix, without loading its counts."""
     import h5py
 
-    matrix = hd_files(path, bin_um)["matrix"]
     if not os.path.exists(matrix):
-        raise InputError(matrix, "Visium HD feature-barcode matrix not found")
+        raise InputError(matrix, "10x feature-barcode matrix not found")
     with h5py.File(matrix, "r") as f:
         feats = f["matrix/features"]
         names = [n.decode() for n in feats["name"][:]]
