@@ -57,6 +57,18 @@ def test_scale_quick_preset():
     assert "tiling:" in res.stdout
 
 
+def test_visium_hd_scale_quick_preset():
+    """The full-size Visium HD benchmark's stages run end to end on a 1 mm area (the measurement is on demand)."""
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "visium_hd_scale.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = res.stdout[res.stdout.index("stage"):].splitlines()
+    stages = [line.split()[0] for line in table[1:]]
+    assert stages == ["pool", "tile", "store", "search"], table
+    pool, tile = (int(line.split()[1]) for line in table[1:3])
+    assert 1500 < tile <= pool  # the tissue disc of a 1 mm area at 16 um: ~1,965 pseudo-spots, each a window
+
+
 def test_gpu_check_dry_run():
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"], capture_output=True,
                          text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
