@@ -69,6 +69,8 @@ def array_design(row: dict, adata: ad.AnnData, sheet: str | None = None) -> tupl
     if row["format"] == "hest" and "platform" in adata.uns:
         return given or adata.uns["platform"], ("sample sheet" if given else
                                                 f"HEST st_technology {adata.uns['hest']['st_technology']}")
+    if row["format"] == "spatialdata":
+        return given, "sample sheet"
     if row["format"] not in ("st", "hest"):
         return row["format"], "sample sheet format"
     found = detect_st_design(adata.obs["array_x"], adata.obs["array_y"])

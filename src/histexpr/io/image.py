@@ -133,8 +133,66 @@ class Slide:
         self.close()
 
 
+class ElementSlide:
+    """OpenSlide's reading API (``dimensions``, ``level_downsamples``, ``read_region``, ``get_thumbnail``) over a
+    SpatialData image element, single- or multi-scale, read region by region through dask: what
+    :class:`Slide` needs to tile an image that lives in a ``.zarr`` store. Written here because spatialdata
+    gives arrays, not a slide reader."""
+
+    def __init__(self, element):
+        if hasattr(element, "children"):  # a multiscale DataTree: scale0, scale1, ...
+            arrays = [element[k]["image"] for k in sorted(element.children, key=lambda k: int(k.lstrip("scale")))]
+        else:
+            arrays = [element]
+        self.levels = [a.transpose("y", "x", "c").data for a in arrays]
+        h, w = self.levels[0].shape[:2]
+        self.dimensions = (int(w), int(h))
+        self.level_downsamples = tuple(w / lv.shape[1] for lv in self.levels)
+        self.properties = {}
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        return max(i for i, d in enumerate(self.level_downsamples) if d <= max(downsample, 1.0))
+
+    def read_region(self, location, level: int, size):
+        from PIL import Image
+
+        ds, lv = self.level_downsamples[level], self.levels[level]
+        x0, y0, (w, h) = int(round(location[0] / ds)), int(round(location[1] / ds)), size
+        out = np.zeros((h, w, 4), np.uint8)  # transparent off the image, as OpenSlide
+        ys, xs = slice(max(0, y0), min(lv.shape[0], y0 + h)), slice(max(0, x0), min(lv.shape[1], x0 + w))
+        if ys.start < ys.stop and xs.start < xs.stop:
+            part = np.asarray(lv[ys, xs, :3])
+            if part.dtype != np.uint8:
+                part = np.clip(part, 0, 255).astype(np.uint8)
+            out[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0, :part.shape[2]] = part
+            out[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0, 3] = 255
+        return Image.fromarray(out, "RGBA")
+
+    def get_thumbnail(self, size):
+        from PIL import Image
+
+        level = self.get_best_level_for_downsample(max(self.dimensions[0] / size[0], self.dimensions[1] / size[1]))
+        lv = self.levels[level]
+        rgb = np.asarray(lv[:, :, :3])
+        img = Image.fromarray(rgb if rgb.dtype == np.uint8 else np.clip(rgb, 0, 255).astype(np.uint8))
+        img.thumbnail(size, Image.LANCZOS)
+        return img
+
+    def close(self) -> None:
+        pass
+
+
+def split_store_path(path: str | os.PathLike) -> tuple[str, str, str] | None:
+    """``(store, kind, name)`` of a path to a SpatialData element (``<store>.zarr/<kind>/<name>``), else None."""
+    import re
+
+    m = re.fullmatch(r"(.+\.zarr)/(images|tables|shapes|labels|points)/([^/]+)/?", os.fspath(path))
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
 def open_image(path: str | os.PathLike, check_decode: bool = False) -> Slide:
-    """Open ``path`` with OpenSlide (falling back to Pillow for JPEG/PNG).
+    """Open ``path`` with OpenSlide (falling back to Pillow for JPEG/PNG), or a SpatialData image element
+    (``<store>.zarr/images/<name>``).
 
     With ``check_decode`` a pixel is read at once, so a truncated or corrupt
     file fails here with an :class:`InputError` rather than mid-way through
@@ -145,6 +203,11 @@ def open_image(path: str | os.PathLike, check_decode: bool = False) -> Slide:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(path, "image file not found")
+    element = split_store_path(path)
+    if element and element[1] == "images":
+        from .spatialdata_in import read_store
+
+        return Slide(path, ElementSlide(read_store(element[0], ("images",)).images[element[2]]))
     try:
         slide = openslide.open_slide(path)
     except Exception as err:

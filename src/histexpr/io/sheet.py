@@ -4,7 +4,9 @@ Columns: ``sample`` (unique id), ``patient``, ``image``, ``counts``, ``spots``,
 and optionally ``format`` (``st`` default, ``visium``, or ``visium_hd``: ``counts`` names the Space Ranger
 ``outs/`` or ``binned_outputs/`` folder, ``spots`` may stay empty; or ``hest``: ``counts`` names a HEST-1k root
 or one ``st/<id>.h5ad``, ``spots`` and ``image`` may stay empty; or ``xenium``: ``counts`` names the Xenium
-output folder, ``image`` the post-run H&E, ``spots`` its alignment matrix), ``platform`` (``st_1k``,
+output folder, ``image`` the post-run H&E, ``spots`` its alignment matrix; or ``spatialdata``: ``counts`` names a
+``.zarr`` store or ``<store>.zarr/tables/<name>``, ``spots`` and ``image`` optionally its shapes and image elements,
+``platform`` required), ``platform`` (``st_1k``,
 ``st_2k`` or ``visium``: the array design; else read off the array coordinates,
 and checked against them), ``split`` (``train``/``test`` on every row: a fixed
 external test set instead of cross-validation), ``um_per_px`` (micrometres per
@@ -38,8 +40,9 @@ SHEET_COLUMNS = ["sample", "patient", "image", "counts", "spots", "format", "pla
                  "split"]
 # the array designs a format holds (``platform``; empty = read off the coordinates)
 FORMAT_PLATFORMS = {"st": ("st_1k", "st_2k"), "visium": ("visium",), "visium_hd": ("visium_hd",),
-                    "xenium": ("xenium",), "hest": ("st_1k", "st_2k", "visium", "visium_hd")}
-NO_SPOT_FILE = ("visium_hd", "hest")  # formats whose positions sit beside the counts: spots may stay empty
+                    "xenium": ("xenium",), "hest": ("st_1k", "st_2k", "visium", "visium_hd"),
+                    "spatialdata": ("visium", "st_1k", "st_2k")}
+NO_SPOT_FILE = ("visium_hd", "hest", "spatialdata")  # formats whose positions sit beside the counts: spots may stay empty
 
 # The HER2ST repository ships a downscaled copy of some sections in app/www/imgs;
 # its spot files stay in full-resolution pixels. Widths of the originals:
@@ -149,6 +152,9 @@ def complete_sheet(records: list[dict], path: str, schema=None, check_files: boo
     out["split"] = split
     out["platform"] = out["platform"].fillna("").astype(str)
     for i, (sample, fmt, platform) in enumerate(zip(out["sample"], out["format"], out["platform"])):
+        if fmt == "spatialdata" and not platform:
+            raise InputError(path, f"row {i + 1} (sample {sample!r}): a spatialdata row needs its array design in "
+                                   f"the platform column ({', '.join(FORMAT_PLATFORMS[fmt])})")
         if platform and platform not in FORMAT_PLATFORMS.get(fmt, ()):
             raise InputError(path, f"row {i + 1} (sample {sample!r}): platform {platform!r} is not a {fmt!r} array "
                                    f"design (format {fmt!r} takes {' or '.join(FORMAT_PLATFORMS.get(fmt, ()))})")
@@ -161,7 +167,7 @@ def complete_sheet(records: list[dict], path: str, schema=None, check_files: boo
         for col in ("counts", "spots"):
             if row[col] is None:
                 raise InputError(path, f"sample {row['sample']!r}: column {col!r} is empty")
-        if row["image"] is None and row["format"] not in ("visium", "visium_hd", "hest"):
+        if row["image"] is None and row["format"] not in ("visium", "visium_hd", "hest", "spatialdata"):
             raise InputError(path, f"sample {row['sample']!r}: column 'image' is empty")
         if check_files:
             for col in ("image", "counts", "spots"):
@@ -215,6 +221,11 @@ def sample_image(row, bin_um: int = 8) -> tuple[str, float, str]:
         from .hest import hest_files
 
         return hest_files(row["counts"], row["sample"])["wsi"], 1.0, "HEST wsis/"
+    if row["format"] == "spatialdata":
+        from .spatialdata_in import read_spatialdata_sample
+
+        spots = row["spots"] if row["spots"] != row["counts"] else None
+        return read_spatialdata_sample(row["counts"], spots, None, row["platform"])[1], 1.0, "the store's image"
     if row["format"] not in ("visium", "visium_hd"):
         raise InputError(None, f"sample {row['sample']!r}: no image")
     from .visium import visium_image
@@ -237,6 +248,15 @@ def sample_genes(row, bin_um: int = 8) -> list[str]:
         from .visium_hd import hd_genes
 
         return hd_genes(row["counts"], bin_um)
+    if row["format"] == "spatialdata":
+        from .image import split_store_path
+        from .spatialdata_in import _element, read_store
+
+        parts = split_store_path(row["counts"])
+        store = parts[0] if parts else row["counts"]
+        sdata = read_store(store, ("tables",))
+        return sdata.tables[_element(row["counts"] if parts else None, "tables", sdata, store)].var_names.astype(
+            str).tolist()
     if row["format"] == "xenium":
         from .visium_hd import h5_genes
 
@@ -287,6 +307,12 @@ def read_sample(row, tiling: dict | None = None) -> tuple[ad.AnnData, str]:
         image, source = row["image"], "sample sheet"
         adata = read_xenium_sample(row["counts"], row["spots"], float((tiling or {}).get("spot_um", 56)),
                                    image_scale=pixel_scale)
+    elif fmt == "spatialdata":
+        from .spatialdata_in import read_spatialdata_sample
+
+        spots = row["spots"] if row["spots"] != row["counts"] else None
+        adata, image = read_spatialdata_sample(row["counts"], spots, row["image"], row["platform"])
+        source = "sample sheet" if row["image"] else "the store's image"
     elif fmt == "hest":
         from .hest import read_hest_sample
 
@@ -294,6 +320,6 @@ def read_sample(row, tiling: dict | None = None) -> tuple[ad.AnnData, str]:
         adata = read_hest_sample(row["counts"], row["sample"], image_scale=scale * pixel_scale)
     else:
         raise InputError(None, f"sample {row['sample']!r}: unknown format {fmt!r} (expected st, visium, visium_hd, "
-                               f"xenium or hest)")
+                               f"xenium, hest or spatialdata)")
     adata.uns["image_source"] = source
     return adata, image
