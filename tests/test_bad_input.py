@@ -126,7 +126,7 @@ def test_sample_sheet_schema_errors(st_sample, tmp_path):
     with pytest.raises(ConfigError, match="row 1 .*um_per_px"):
         load_sample_sheet(sheet_for(st_sample, tmp_path, um_per_px=-2), schema=SHEET_SCHEMA)
     with pytest.raises(ConfigError, match="row 1 .*format"):
-        load_sample_sheet(sheet_for(st_sample, tmp_path, format="xenium"), schema=SHEET_SCHEMA)
+        load_sample_sheet(sheet_for(st_sample, tmp_path, format="merfish"), schema=SHEET_SCHEMA)
 
 
 @pytest.mark.workflow
