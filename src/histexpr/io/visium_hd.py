@@ -66,13 +66,18 @@ def hd_files(path: str | os.PathLike, bin_um: int) -> dict:
             "scalefactors": os.path.join(spatial, "scalefactors_json.json")}
 
 
-def read_hd_positions(path: str) -> pd.DataFrame:
+def read_parquet_file(path: str, what: str) -> pd.DataFrame:
+    """A parquet table, with one :class:`InputError` naming the file when it is missing or unreadable."""
     if not os.path.exists(path):
-        raise InputError(path, "Visium HD tissue_positions.parquet not found")
+        raise InputError(path, f"{what} not found")
     try:
-        pos = pd.read_parquet(path)
+        return pd.read_parquet(path)
     except Exception as err:
         raise InputError(path, f"cannot read parquet ({type(err).__name__}: {err})") from None
+
+
+def read_hd_positions(path: str) -> pd.DataFrame:
+    pos = read_parquet_file(path, "Visium HD tissue_positions.parquet")
     missing = [c for c in POSITION_COLUMNS if c not in pos.columns]
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}")

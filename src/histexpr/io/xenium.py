@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from ..errors import InputError
 from .st import check_counts
 from .visium import read_feature_matrix, read_json_object
+from .visium_hd import read_parquet_file
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ def read_xenium_cells(bundle: str | os.PathLike) -> tuple[ad.AnnData, np.ndarray
     if isinstance(ps, bool) or not isinstance(ps, (int, float)) or not 0 < ps < float("inf"):
         raise InputError(os.path.join(bundle, "experiment.xenium"), f"pixel_size is {ps!r}: a positive number of um")
     cells_path = os.path.join(bundle, "cells.parquet")
-    if not os.path.exists(cells_path):
-        raise InputError(cells_path, "Xenium cells.parquet not found")
-    try:
-        cells = pd.read_parquet(cells_path)
-    except Exception as err:
-        raise InputError(cells_path, f"cannot read parquet ({type(err).__name__}: {err})") from None
+    cells = read_parquet_file(cells_path, "Xenium cells.parquet")
     missing = [c for c in ("cell_id", "x_centroid", "y_centroid") if c not in cells.columns]
     if missing:
         raise InputError(cells_path, f"missing column(s) {', '.join(missing)}")
