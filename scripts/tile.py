@@ -19,11 +19,13 @@ sec = tile_section(row, snakemake.params.tiling, snakemake.params.min_counts,
                    qc_on_failure=str(Path(snakemake.log[0]).with_suffix(".misplaced.png")),
                    sheet=snakemake.params.sheet)
 t = sec.adata.uns["tiling"]
+pooled = t.get("platform") in ("visium_hd", "xenium")  # square pseudo-spots in the H&E's pixels
 spot_qc_figure(sec.thumbnail, sec.thumb_scale, sec.spots, t["spot_um"] / t["um_per_px"],
                t["window_size_level0_px"],
-               f"{sample} (patient {row['patient']}): {t['kept']} of {len(sec.spots)} spots kept, "
+               f"{sample} (patient {row['patient']}): {t['kept']} of {len(sec.spots)} "
+               + (f"pseudo-spots of {t['spot_um']:g} um" if pooled else "spots") + " kept, "
                f"{100 * t['spots_on_tissue']:.0f}% on tissue; {t['um_per_px']:.3f} um/px ({t['um_per_px_source']})",
-               snakemake.output.qc)
+               snakemake.output.qc, square=pooled)
 tiling = snakemake.params.tiling
 stats = write_windows(sec.windows, snakemake.output.windows, tiling["store"], tiling["jpeg_quality"])
 msg = f"{stats['n']} windows stored as {tiling['store']}: {stats['bytes'] / 2**20:.1f} MiB, " \

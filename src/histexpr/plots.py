@@ -389,7 +389,7 @@ QC_COLOURS = {"kept": "#1a9641", "background": "#d7191c", "edge": "#2c7bb6", "lo
 
 
 def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spot_diameter_px: float,
-                   window_px: float, title: str, path: str) -> None:
+                   window_px: float, title: str, path: str, square: bool = False) -> None:
     """The slide thumbnail with every spot drawn in its status' colour (kept, or why it was dropped) as a circle
     of the spot's diameter, and the window of the first kept spot outlined, so a reader sees at a glance that the
     spots sit on the tissue.
@@ -397,9 +397,11 @@ def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spo
     Args:
         spots: ``x``, ``y`` (level-0 px; NaN where unknown), ``status``.
         scale: thumbnail px per level-0 px; ``spot_diameter_px``, ``window_px``: level-0 px.
+        square: draw each spot as a square of side ``spot_diameter_px`` (Visium HD and Xenium pseudo-spots, in
+            the H&E's pixels: the figure shows them over the registered image).
     """
     plt = _plt()
-    from matplotlib.collections import EllipseCollection
+    from matplotlib.collections import EllipseCollection, PatchCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
@@ -412,12 +414,17 @@ def spot_qc_figure(thumbnail: np.ndarray, scale: float, spots: pd.DataFrame, spo
     for status, colour in QC_COLOURS.items():
         part = placed[placed["status"] == status]
         n = int((spots["status"] == status).sum())
-        if n:
+        if n and square:
+            ax.add_collection(PatchCollection([Rectangle((x * scale - d / 2, y * scale - d / 2), d, d)
+                                               for x, y in zip(part["x"], part["y"])], facecolors="none",
+                                              edgecolors=colour, linewidths=0.6))
+        elif n:
             ax.add_collection(EllipseCollection(np.full(len(part), d), np.full(len(part), d), np.zeros(len(part)),
                                                 units="xy", offsets=np.column_stack([part["x"], part["y"]]) * scale,
                                                 offset_transform=ax.transData, facecolors="none",
                                                 edgecolors=colour, linewidths=1.0))
-            handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec=colour, ms=7,
+        if n:
+            handles.append(Line2D([], [], ls="none", marker="s" if square else "o", mfc="none", mec=colour, ms=7,
                                   label=f"{status.replace('_', ' ')} ({n}"
                                         + (f", {n - len(part)} without position" if n > len(part) else "") + ")"))
     kept = placed[placed["status"] == "kept"]
