@@ -47,6 +47,30 @@ def test_edge_and_background_windows_are_dropped(tmp_path):
     assert len(res.windows) == 2
 
 
+def test_windows_too_large_for_memory_are_cut_into_a_temporary_file_with_the_same_pixels(tmp_path, monkeypatch):
+    """Above IN_MEMORY_WINDOW_BYTES the windows are a memory map (a Visium HD slide's 150,000 windows of 224 px
+    are 22.6 GB); the kept windows are the same, in the same order, as when they are cut in memory."""
+    from histexpr.data import tiling
+    from histexpr.data.windows import open_windows, write_windows
+
+    img = np.full((800, 800, 3), 242, np.uint8)
+    img[:400] = (200, 120, 170)
+    img[100:140, 180:220] = (60, 40, 120)  # a mark in the first window only
+    path = tmp_path / "s.tif"
+    write_pyramid_tiff(str(path), img, 1.0)
+    spots = np.array([[200.0, 120.0], [10.0, 200.0], [400.0, 700.0], [600.0, 300.0], [300.0, 250.0]])
+    with open_image(path) as slide:
+        in_memory = tile_spots(slide, spots, um_per_px=1.0, window_um=100.0, window_px=16, min_tissue=0.25)
+        monkeypatch.setattr(tiling, "IN_MEMORY_WINDOW_BYTES", 16 * 16 * 3)  # more than one window spills
+        spilled = tile_spots(slide, spots, um_per_px=1.0, window_um=100.0, window_px=16, min_tissue=0.25)
+    assert not isinstance(in_memory.windows, np.memmap) and isinstance(spilled.windows, np.memmap)
+    assert spilled.status.tolist() == ["kept", "edge", "background", "kept", "kept"]
+    np.testing.assert_array_equal(spilled.windows, in_memory.windows)
+    assert spilled.windows.shape == (3, 16, 16, 3) and spilled.windows[0].mean() < in_memory.windows[1].mean()
+    write_windows(spilled.windows, tmp_path / "w.npy", "npy")
+    np.testing.assert_array_equal(open_windows(tmp_path / "w.npy")[:], in_memory.windows)
+
+
 def test_tissue_fraction_ignores_glass_and_black_background():
     w = np.zeros((10, 10, 3), np.uint8)  # A1-style blacked-out background
     w[:5] = (240, 240, 240)  # glass

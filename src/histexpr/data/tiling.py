@@ -100,9 +100,10 @@ def tile_spots(slide: Slide, xy: np.ndarray, um_per_px: float, window_um: float 
     side = window_um / um_per_px
     downsample = side / window_px
     n = len(xy)
-    out = np.zeros((n, window_px, window_px, 3), dtype=np.uint8)
+    out = window_buffer(n, window_px)
     status = np.full(n, "kept", dtype=object)
     tissue = np.full(n, np.nan)
+    j = 0  # kept windows fill ``out`` from the front, so the result is a view, never a copy
     for i in tqdm(range(n), desc=desc, mininterval=2.0):
         x0 = int(round(xy[i, 0] - side / 2))
         y0 = int(round(xy[i, 1] - side / 2))
@@ -113,14 +114,34 @@ def tile_spots(slide: Slide, xy: np.ndarray, um_per_px: float, window_um: float 
         region = slide.read(x0, y0, s, s, downsample=downsample)
         if region.shape[:2] != (window_px, window_px):
             region = np.asarray(Image.fromarray(region).resize((window_px, window_px), Image.Resampling.BILINEAR))
-        out[i] = region
         tissue[i] = tissue_fraction(region)
         if tissue[i] < min_tissue:
             status[i] = "background"
-    kept = status == "kept"
+            continue
+        out[j] = region
+        j += 1
     counts = {k: int((status == k).sum()) for k in ("kept", "edge", "background")}
     counts["input"] = n
-    return TilingResult(out[kept], status.astype(str), tissue, side, counts)
+    return TilingResult(out[:j], status.astype(str), tissue, side, counts)
+
+
+# Windows above this many bytes are cut into an unlinked temporary file (TMPDIR) rather than memory: a Visium HD
+# slide's 150,000 windows of 224 px are 22.6 GB, more than a 24 GB machine holds beside everything else.
+IN_MEMORY_WINDOW_BYTES = 2 << 30
+
+
+def window_buffer(n: int, window_px: int) -> np.ndarray:
+    """An ``(n, S, S, 3)`` uint8 array for cut windows: in memory up to ``IN_MEMORY_WINDOW_BYTES``, else memory-
+    mapped on an anonymous temporary file that the OS removes when the array is freed."""
+    shape = (n, window_px, window_px, 3)
+    size = int(np.prod(shape, dtype=np.int64))
+    if size <= IN_MEMORY_WINDOW_BYTES:
+        return np.zeros(shape, dtype=np.uint8)
+    import tempfile
+
+    log.info("%d windows of %d px are %.1f GB: cut into a temporary file in %s rather than memory", n, window_px,
+             size / 1e9, tempfile.gettempdir())
+    return np.memmap(tempfile.TemporaryFile(prefix="histexpr-windows-"), dtype=np.uint8, mode="w+", shape=shape)
 
 
 # --- pixel size from the array grid ---------------------------------------------------------------------------
