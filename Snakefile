@@ -41,6 +41,18 @@ if config.get("task", "expression") == "classification":
             classify_targets,
         default_target: True
 
+
+# A spot-size sweep (tiling.spot_sweep): this workflow once per pseudo-spot size, as modules, and their table.
+elif config.get("tiling", {}).get("spot_sweep"):
+
+    include: "workflow/rules/common_sweep.smk"
+    include: "workflow/rules/spot_sweep.smk"
+
+    rule all:
+        input:
+            rules.spot_sweep.output,
+        default_target: True
+
 else:
 
     include: "workflow/rules/common.smk"

@@ -42,12 +42,15 @@ def write_10x_h5(path: Path, X: sp.csr_matrix, barcodes, genes) -> None:
         ft["name"] = np.array([str(n).encode() for n in genes])
 
 
-def write_hd_from_st(st, image_um_per_px: float, out: Path, n_genes: int = 120, seed: int = 0) -> dict:
+def write_hd_from_st(st, image_um_per_px: float, out: Path, n_genes: int = 120, seed: int = 0,
+                     genes: list | None = None) -> dict:
     """Write ``out/binned_outputs/square_008um/`` from an ST AnnData (``obsm["spatial"]`` in image px,
-    ``obs`` array_x/array_y); returns the truth: per spot ``(array_y, array_x)`` block, counts and genes."""
+    ``obs`` array_x/array_y); returns the truth: per spot ``(array_y, array_x)`` block, counts and genes.
+    ``genes`` (names in ``st.var_names``) replaces the ``n_genes`` most counted ones."""
     rng = np.random.default_rng(seed)
     X = sp.csr_matrix(st.X)
-    top = np.argsort(-np.asarray(X.sum(0)).ravel())[:n_genes]
+    top = (st.var_names.get_indexer(genes) if genes is not None
+           else np.argsort(-np.asarray(X.sum(0)).ravel())[:n_genes])
     genes = st.var_names[top]
     X = X[:, top].toarray().astype(np.int64)
     ax, ay = st.obs["array_x"].to_numpy(int), st.obs["array_y"].to_numpy(int)
@@ -101,3 +104,28 @@ def write_hd_from_st(st, image_um_per_px: float, out: Path, n_genes: int = 120, 
                          index=st.obs_names)
     return {"counts": pd.DataFrame(X, index=st.obs_names, columns=genes), "blocks": truth, "genes": list(genes),
             "bin_px": BIN_UM / image_um_per_px, "n_bins": len(rows), "n_tissue": len(tissue_idx)}
+
+
+def write_hd_study(her2st_root, out: Path, sections=("A1", "C2"), n_genes: int = 60) -> Path:
+    """A Visium HD study of several HER2ST sections (one per patient): each section's real image and counts
+    spread over 8 um bins (:func:`write_hd_from_st`), the genes most counted in all of them; returns the sample
+    sheet (``format`` visium_hd, ``counts`` the ``outs/`` folder)."""
+    from histexpr.data.tiling import estimate_um_per_px_from_array
+    from histexpr.io.sheet import build_her2st_sheet
+    from histexpr.io.st import read_st_sample
+
+    rows = build_her2st_sheet(her2st_root).set_index("sample")
+    sts = {s: read_st_sample(rows.loc[s, "counts"], rows.loc[s, "spots"], float(rows.loc[s, "pixel_scale"]))
+           for s in sections}
+    common = sorted(set.intersection(*(set(st.var_names) for st in sts.values())))
+    total = sum(np.asarray(st[:, common].X.sum(0)).ravel() for st in sts.values())
+    genes = [common[i] for i in np.argsort(-total, kind="stable")[:n_genes]]
+    lines = ["sample\tpatient\timage\tcounts\tformat"]
+    for s, st in sts.items():
+        um = estimate_um_per_px_from_array(st.obs["array_x"], st.obs["array_y"], np.asarray(st.obsm["spatial"]),
+                                           "st", 200.0)
+        write_hd_from_st(st, um, out / s / "outs", genes=genes)
+        lines.append(f"{s}\t{rows.loc[s, 'patient']}\t{rows.loc[s, 'image']}\t{out / s / 'outs'}\tvisium_hd")
+    sheet = out / "samples.tsv"
+    sheet.write_text("\n".join(lines) + "\n")
+    return sheet

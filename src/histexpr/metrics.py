@@ -642,3 +642,30 @@ def sweep_table(table: pd.DataFrame) -> pd.DataFrame:
     rows.insert(0, "param", [next(iter(p[2])) for p in parts])
     rows.insert(0, "base_model", [p[1] for p in parts])
     return rows.sort_values(["param", "evaluation", "protocol", "value"]).reset_index(drop=True)
+
+
+SPOT_SWEEP_COLUMNS = ["spot_um", "protocol", "section", "model", "fold", "n_windows", "PCC@M", "PCC@M_reference",
+                      "dPCC@M", "dPCC@M_lo", "dPCC@M_hi", "margin_over"]
+
+
+def spot_sweep_table(by_section: dict[float, pd.DataFrame]) -> pd.DataFrame:
+    """One table of a spot-size sweep: every point's ``metrics_by_section.tsv`` (one study per pseudo-spot side)
+    with a ``spot_um`` column, one row per (spot size, protocol, section, model).
+
+    Args:
+        by_section: ``{spot_um: that point's per-section table}``; each must hold the same sections.
+    Raises:
+        ValueError: when the points' sections differ (a section lost at one size would bias its mean).
+    """
+    sections = {s: frozenset(t["section"]) for s, t in by_section.items()}
+    if len(set(sections.values())) > 1:
+        first = next(iter(sections.values()))
+        odd = {s: sorted(v ^ first) for s, v in sections.items() if v != first}
+        raise ValueError(f"the spot sizes' tables hold different test sections: {odd}")
+    parts = []
+    for spot, table in sorted(by_section.items()):
+        part = table.copy()
+        part.insert(0, "spot_um", float(spot))
+        parts.append(part[[c for c in SPOT_SWEEP_COLUMNS if c in part]])
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values(["protocol", "section", "model", "spot_um"], kind="stable").reset_index(drop=True)

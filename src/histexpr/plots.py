@@ -64,6 +64,41 @@ def sweep_figure(sweeps: pd.DataFrame, path: str, metrics=("PCC@M", "MSE", "MAE"
     _save(fig, path, dpi=120)
 
 
+def spot_sweep_figure(table: pd.DataFrame, path: str, reference: str | None = None,
+                      oracle: str | None = None) -> None:
+    """Per-section PCC@M against pseudo-spot size: one panel per (section, protocol), a line per model, the
+    floor (``reference``) dashed and the depth oracle dotted, each fold's test section as the run scored it.
+
+    Args:
+        table: :func:`histexpr.metrics.spot_sweep_table` (``spot_um``, ``protocol``, ``section``, ``model``,
+            ``PCC@M``).
+    """
+    plt = _plt()
+    sections, protocols = list(dict.fromkeys(table["section"])), list(dict.fromkeys(table["protocol"]))
+    fig, axes = plt.subplots(len(sections), len(protocols), figsize=(4.2 * len(protocols), 2.8 * len(sections)),
+                             squeeze=False, sharex=True)
+    styles = {reference: dict(ls="--", color="0.45"), oracle: dict(ls=":", color="0.2")}
+    for i, section in enumerate(sections):
+        for j, protocol in enumerate(protocols):
+            ax = axes[i, j]
+            part = table[(table["section"] == section) & (table["protocol"] == protocol)]
+            for model, g in part.groupby("model", sort=False):
+                g = g.sort_values("spot_um")
+                label = model + (" (floor)" if model == reference else " (depth oracle)" if model == oracle else "")
+                ax.plot(g["spot_um"], g["PCC@M"], marker="o", label=label, **styles.get(model, {}))
+            ax.set_xscale("log")
+            ax.set_xticks(sorted(part["spot_um"].unique()))
+            ax.set_xticklabels([f"{v:g}" for v in sorted(part["spot_um"].unique())])
+            ax.minorticks_off()
+            ax.set_title(f"{section}, {protocol}", fontsize=9)
+            ax.set_ylabel("PCC@M")
+            ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("pseudo-spot side (um)")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    _save(fig, path, dpi=110)
+
+
 def latent_figure(latents: dict[str, object], path: str, n_clusters: int = 4, seed: int = 0,
                   max_points: int = 2000) -> pd.DataFrame:
     """t-SNE of each model's representation of the same test windows (EGN Fig. 6).

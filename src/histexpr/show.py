@@ -35,6 +35,14 @@ def closing_lines(results_dir: str) -> list[str]:
     """What the end of a run prints: the study's verdict lines and where its table is (expression or
     classification); empty when the run made no table."""
     metrics, accuracy = os.path.join(results_dir, "metrics.tsv"), os.path.join(results_dir, "accuracy.tsv")
+    sweep = os.path.join(results_dir, "spot_sweep.tsv")
+    if os.path.exists(sweep) and not os.path.exists(metrics):  # a spot-size sweep: each spot size's own verdicts
+        points = sorted(pd.read_csv(sweep, sep="\t")["spot_um"].unique())
+        lines = [f"{os.path.basename(os.path.normpath(results_dir))}: {sweep} (per-section PCC@M against "
+                 f"pseudo-spot size; figure: {os.path.join(results_dir, 'figures', 'spot_sweep.png')})"]
+        for spot in points:
+            lines += ["  " + line for line in closing_lines(os.path.join(results_dir, f"spot_{spot:g}um"))]
+        return lines
     if os.path.exists(metrics):
         lines, table = verdicts(pd.read_csv(metrics, sep="\t")), metrics
         groups = os.path.join(results_dir, "metrics_by_group.tsv")
@@ -102,10 +110,28 @@ def show_classification(results_dir: str) -> int:
     return 0
 
 
+def show_spot_sweep(results_dir: str) -> int:
+    """A spot-size sweep: each spot size's verdicts, then per-section PCC@M with the interval over the floor."""
+    table = pd.read_csv(os.path.join(results_dir, "spot_sweep.tsv"), sep="\t")
+    for line in closing_lines(results_dir):
+        print(line)
+    print("\nper section and pseudo-spot side (um): PCC@M, and in brackets its margin over the floor with a 95% "
+          "interval resampling the section's windows (each spot size is its own study).")
+    cell = [f"{p:.3f}" + (f" ({d:+.3f} [{lo:+.3f}, {hi:+.3f}])" if d == d else "")
+            for p, d, lo, hi in zip(table["PCC@M"], table["dPCC@M"], table["dPCC@M_lo"], table["dPCC@M_hi"])]
+    wide = table.assign(cell=cell).pivot_table(index=["protocol", "section", "model"], columns="spot_um",
+                                               values="cell", aggfunc="first", sort=False)
+    wide.columns = [f"{c:g} um" for c in wide.columns]
+    print(as_text(wide.reset_index()))
+    return 0
+
+
 def show(results_dir: str) -> int:
     path = os.path.join(results_dir, "metrics.tsv")
     if not os.path.exists(path) and os.path.exists(os.path.join(results_dir, "accuracy.tsv")):
         return show_classification(results_dir)
+    if not os.path.exists(path) and os.path.exists(os.path.join(results_dir, "spot_sweep.tsv")):
+        return show_spot_sweep(results_dir)
     if not os.path.exists(path):
         print(f"{path}: not found; run the workflow first", file=sys.stderr)
         return 1
