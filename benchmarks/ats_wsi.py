@@ -47,8 +47,8 @@ def texture(seed: int = 0) -> np.ndarray:
     return img
 
 
-def level_tiles(tex: np.ndarray, size: int, down: int):
-    """The tiles of the pyramid level ``down``x smaller, row by row (tissue disc of radius 0.4·size)."""
+def level_tiles(tex: np.ndarray, size: int, down: int, radius: float = 0.4):
+    """The tiles of the pyramid level ``down``x smaller, row by row (tissue disc of radius ``radius``·size)."""
     t = tex.reshape(PERIOD // down, down, PERIOD // down, down, 3).mean((1, 3)).astype(np.uint8) if down > 1 else tex
     period = t.shape[0]
     side = -(-size // down)
@@ -56,11 +56,11 @@ def level_tiles(tex: np.ndarray, size: int, down: int):
         for tx in range(0, side, TILE):
             yy, xx = np.mgrid[ty:ty + TILE, tx:tx + TILE]
             tile = t[yy % period, xx % period]
-            inside = ((yy * down - size / 2) ** 2 + (xx * down - size / 2) ** 2) < (0.4 * size) ** 2
+            inside = ((yy * down - size / 2) ** 2 + (xx * down - size / 2) ** 2) < (radius * size) ** 2
             yield np.where(inside[..., None], tile, np.uint8(255))
 
 
-def write_slide(path: str, size: int) -> None:
+def write_slide(path: str, size: int, radius: float = 0.4) -> None:
     import tifffile
 
     tex = texture()
@@ -70,7 +70,7 @@ def write_slide(path: str, size: int) -> None:
             side = -(-size // down)
             opts = dict(tile=(TILE, TILE), photometric="rgb", compression="zlib", compressionargs={"level": 1}, dtype=np.uint8,
                         shape=(side, side, 3))
-            tw.write(level_tiles(tex, size, down), subfiletype=1 if down > 1 else 0, **opts)
+            tw.write(level_tiles(tex, size, down, radius), subfiletype=1 if down > 1 else 0, **opts)
             if side <= 512 or PERIOD // (down * 4) < 1:
                 break
             down *= 4

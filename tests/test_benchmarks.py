@@ -66,7 +66,7 @@ def test_visium_hd_scale_quick_preset():
     stages = [line.split()[0] for line in table[1:]]
     assert stages == ["pool", "tile", "store", "search"], table
     pool, tile = (int(line.split()[1]) for line in table[1:3])
-    assert 1500 < tile <= pool  # the tissue disc of a 1 mm area at 16 um: ~1,965 pseudo-spots, each a window
+    assert 2500 < tile <= pool  # the tissue disc (radius 0.56 of the side) of 1 mm at 16 um: 3,493 pseudo-spots
 
 
 def test_gpu_check_dry_run():

@@ -41,9 +41,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def encode_jpeg(windows: np.ndarray, quality: int = 90) -> list[bytes]:
     """JPEG bytes of each ``(S, S, 3)`` uint8 window, 4:4:4 chroma (H&E's fine colour detail survives)."""
     from PIL import Image
+    from tqdm import tqdm
 
     out = []
-    for w in windows:
+    for w in tqdm(windows, desc="JPEG store", mininterval=2.0, disable=len(windows) < 20_000):
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(w)).save(buf, "JPEG", quality=int(quality), subsampling=0)
         out.append(buf.getvalue())
