@@ -48,6 +48,17 @@ def test_a_spot_sweep_over_a_sheet_without_pooled_formats_stops_at_parse_time(tm
     assert "histexpr error: tiling.spot_sweep needs samples of format visium_hd or xenium" in res.stdout + res.stderr
 
 
+@pytest.mark.skipif(not HER2ST.exists(), reason="needs ../shared/data/her2st (HER2ST C2)")
+def test_a_sweep_size_that_is_not_a_whole_number_of_bins_is_named_at_parse_time(tmp_path):
+    sheet = write_hd_study(HER2ST, tmp_path / "data", sections=("C2",))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({**SWEEP_CONFIG, "samples": str(sheet),
+                                   "tiling": {**SWEEP_CONFIG["tiling"], "spot_sweep": [56, 60, 100]}}))
+    res = run_snakemake(tmp_path, cfg, "-n")
+    assert res.returncode != 0
+    assert "histexpr error: tiling.spot_sweep: 60, 100 um is not a whole multiple of tiling.bin_um (8)" in res.stdout + res.stderr
+
+
 @pytest.mark.skipif(not HER2ST.exists(), reason="needs ../shared/data/her2st (HER2ST A1 and C2)")
 def test_a_two_patient_visium_hd_study_runs_at_two_spot_sizes_into_one_table_and_figure(tmp_path):
     """A1 (patient A) and C2 (patient C) as Visium HD outputs whose 8 um bins sum to the real ST counts at 200 um;

@@ -42,6 +42,13 @@ def _check_sweepable():
             formats = set(load_sample_sheet(source, schema=os.path.join(SCHEMAS, "samples.schema.yaml"))["format"])
         except InputError as err:
             raise WorkflowError(f"histexpr error: {err}") from None
+    bin_um = config["tiling"]["bin_um"]
+    uneven = [s for s in config["tiling"]["spot_sweep"] if s < bin_um or abs(s / bin_um - round(s / bin_um)) > 1e-6]
+    if "visium_hd" in formats and uneven:
+        raise WorkflowError(
+            f"histexpr error: tiling.spot_sweep: {', '.join(f'{s:g}' for s in uneven)} um is not a whole multiple "
+            f"of tiling.bin_um ({bin_um}), so Visium HD bins cannot be pooled into square pseudo-spots of that size"
+        )
     if not formats & {"visium_hd", "xenium"}:
         raise WorkflowError(
             f"histexpr error: tiling.spot_sweep needs samples of format visium_hd or xenium (pooled into "
